@@ -1,0 +1,101 @@
+"""Vertical-slash choices -> tile index.
+
+A diagonal at offset ``o = i - j`` crosses the 64-row query block ``m`` in key blocks ``m - o // 64`` and
+``m - ceil(o / 64)``. Both are a fixed *block-diagonal offset* ``p`` from the query block, the same for every query
+block, so a head's slashes become one short sorted list of offsets ``p`` (always including ``p = 0``, the block that
+holds each row's own diagonal) instead of a per-row-block list. Query block ``m`` walks key blocks ``m - p`` for the
+``block_count[m]`` offsets with ``p <= m``.
+
+Vertical columns are sorted and de-duplicated once per head. Query block ``m`` gathers the first
+``column_count[m]`` of them (those left of its first row); the kernel skips a column whose key block it already
+walks (``block_present``), so nothing is counted twice.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..patterns.vertical_slash import TILE
+
+
+class VerticalSlashIndex(NamedTuple):
+    block_offsets: torch.Tensor
+    """``(B, H, R)`` int32: walked block-diagonal offsets ``p``, ascending, padded with ``R``."""
+    block_count: torch.Tensor
+    """``(B, H, R)`` int32: how many offsets query block ``m`` walks (those ``<= m``)."""
+    block_present: torch.Tensor
+    """``(B, H, R)`` int8: 1 where offset ``p`` is walked."""
+    columns: torch.Tensor
+    """``(B, H, NV)`` int32: vertical columns, ascending and unique, padded with ``N``."""
+    column_count: torch.Tensor
+    """``(B, H, R)`` int32: how many columns query block ``m`` gathers (those ``< 64 m``)."""
+
+
+def build_vertical_slash_index(n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor) -> VerticalSlashIndex:
+    """Build the tile index for key columns ``vertical_idx (B, H, NV)`` and diagonal offsets ``slash_idx (B, H, NS)``.
+
+    Values must already lie in ``[0, n)`` (the public ops check it); any order, duplicates allowed. Runs on the
+    tensors' device with no host synchronisation.
+    """
+    batch, heads = slash_idx.shape[:2]
+    device = slash_idx.device
+    blocks = -(-n // TILE)
+    offsets = slash_idx.long()
+    present = torch.zeros(batch, heads, blocks + 1, dtype=torch.bool, device=device)
+    present.scatter_(2, (offsets // TILE).clamp_max(blocks), True)
+    present.scatter_(2, ((offsets + TILE - 1) // TILE).clamp_max(blocks), True)
+    present = present[..., :blocks]
+    present[..., 0] = True
+    block_ids = torch.arange(blocks, device=device)
+    block_offsets = torch.where(present, block_ids, blocks).sort(dim=-1).values.to(torch.int32)
+    block_count = present.cumsum(dim=-1, dtype=torch.int32)
+
+    columns = vertical_idx.long().sort(dim=-1).values
+    repeated = torch.zeros_like(columns, dtype=torch.bool)
+    repeated[..., 1:] = columns[..., 1:] == columns[..., :-1]
+    columns = torch.where(repeated, n, columns).sort(dim=-1).values.contiguous()
+    block_starts = (block_ids * TILE).expand(batch, heads, blocks).contiguous()
+    column_count = torch.searchsorted(columns, block_starts).to(torch.int32)
+    return VerticalSlashIndex(
+        block_offsets.contiguous(),
+        block_count.contiguous(),
+        present.to(torch.int8).contiguous(),
+        columns.to(torch.int32),
+        column_count.contiguous(),
+    )
+
+
+def vertical_slash_index_mask_rows(index: VerticalSlashIndex, n: int, row_start: int, row_end: int) -> torch.Tensor:
+    """Rows ``[row_start, row_end)`` of the ``(B, H, rows, N)`` mask the kernel computes, read off the index.
+
+    Mirrors the kernel's walk: the first ``block_count[m]`` offsets, then the first ``column_count[m]`` columns.
+    """
+    batch, heads, blocks = index.block_count.shape
+    device = index.block_count.device
+    rows = torch.arange(row_start, row_end, device=device)
+    first_block, last_block = row_start // TILE, (row_end - 1) // TILE
+    query_blocks = torch.arange(first_block, last_block + 1, device=device)
+    nq = query_blocks.numel()
+
+    slot = torch.arange(blocks, device=device)
+    counts = index.block_count[..., first_block : last_block + 1]  # [B, H, nq]
+    walked_slot = slot.view(1, 1, 1, -1) < counts.unsqueeze(-1)  # [B, H, nq, R]
+    key_block = query_blocks.view(1, 1, -1, 1) - index.block_offsets.long().unsqueeze(2)  # [B, H, nq, R]
+    walked = torch.zeros(batch, heads, nq, blocks + 1, dtype=torch.bool, device=device)
+    walked.scatter_(3, torch.where(walked_slot, key_block, blocks), walked_slot)
+    walked = walked[..., :blocks]
+
+    nv = index.columns.shape[-1]
+    col_slot = torch.arange(nv, device=device)
+    gathered = col_slot.view(1, 1, 1, -1) < index.column_count[..., first_block : last_block + 1].unsqueeze(-1)
+    hits = torch.zeros(batch, heads, nq, n + 1, dtype=torch.bool, device=device)
+    hits.scatter_(3, torch.where(gathered, index.columns.long().unsqueeze(2), n).expand(-1, -1, nq, -1), gathered)
+    hits = hits[..., :n]
+
+    cols = torch.arange(n, device=device)
+    local_block = rows // TILE - first_block
+    block_hit = walked[:, :, local_block][..., cols // TILE]  # [B, H, rows, N]
+    column_hit = hits[:, :, local_block]
+    causal = cols.view(1, -1) <= rows.view(-1, 1)
+    return (block_hit | column_hit) & causal

@@ -1,0 +1,280 @@
+"""Triton forward kernels for the three sparse patterns.
+
+All three share one body: load a query tile, walk a list of key tiles with an online softmax (fp32 statistics,
+exp2 with the log2(e) folded into the scale), then normalise and store. They differ only in where the key tiles come
+from:
+
+- vertical-slash: key blocks ``m - p`` for the head's sorted block-diagonal offsets ``p``, then gathered columns;
+- block-sparse: the sorted key blocks listed for the query block;
+- A-shape: sink blocks and window blocks derived from ``(sink, local)``, with the exact predicate inside.
+
+One launch serves a set of query heads (``head_map``): the program for (query block, batch x selected head) reads
+the K/V head ``head // group`` directly, so GQA needs no ``repeat_kv`` copy, and writes its rows of the shared output.
+Offsets are int64: 1M tokens x 32 heads x 128 overflows int32. Rows at or past a sequence's length are written as
+zeros (lse ``-inf``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..index import BlockSparseIndex, VerticalSlashIndex
+from ..patterns.vertical_slash import TILE
+from ._utils import block_head_dim, dot_precision, launch_options
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION: tl.constexpr):
+    """One key tile of the online softmax; ``valid [BM, BN]`` says which scores count."""
+    m_kv = key_ok[:, None] & m_d[None, :]
+    b_k = tl.load(k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd, mask=m_kv, other=0.0)
+    b_v = tl.load(v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd, mask=m_kv, other=0.0)
+    # [BM, BN] scores in log2 units
+    b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
+    b_s = tl.where(valid, b_s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(b_s, 1))
+    # a row with nothing valid yet keeps m = -inf; shift by 0 so exp2 gives 0 instead of NaN
+    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_shift)
+    b_p = tl.math.exp2(b_s - m_shift[:, None])
+    l_i = l_i * alpha + tl.sum(b_p, 1)
+    acc = acc * alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=PRECISION)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE: tl.constexpr):
+    row_ok = o_m < seqlen
+    l_div = tl.where(l_i > 0, l_i, 1.0)
+    b_o = tl.where(row_ok[:, None], acc / l_div[:, None], 0.0)
+    p_o = (Out + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+           + o_m[:, None].to(tl.int64) * stride_on + o_d[None, :] * stride_od)
+    tl.store(p_o, b_o.to(Out.dtype.element_ty), mask=(o_m[:, None] < n_ctx) & m_d[None, :])
+    if STORE_LSE:
+        lse = tl.where(row_ok & (l_i > 0), (m_i + tl.math.log2(l_div)) * 0.6931471805599453, float("-inf"))
+        p_lse = Lse + (i_b.to(tl.int64) * n_heads + i_h) * n_ctx + o_m
+        tl.store(p_lse, lse, mask=o_m < n_ctx)
+
+
+@triton.jit
+def _vertical_slash_kernel(
+    Q, K, V, Out, Lse, HeadMap, Seqlens,
+    BlockOffsets, BlockCount, BlockPresent, Columns, ColumnCount,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_heads, n_sel, n_ctx, n_blocks, n_columns, group, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_m = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b = i_bh // n_sel
+    i_s = i_bh % n_sel
+    i_h = tl.load(HeadMap + i_s)
+    i_kv = i_h // group
+    seqlen = tl.load(Seqlens + i_b)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_n = tl.arange(0, BLOCK_N)
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
+    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
+    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
+    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    head_row = i_b.to(tl.int64) * n_sel + i_s
+    live = i_m * BLOCK_M < seqlen
+    n_walk = tl.where(live, tl.load(BlockCount + head_row * n_blocks + i_m), 0)
+    for t in range(0, n_walk):
+        offset = tl.load(BlockOffsets + head_row * n_blocks + t)
+        o_key = (i_m - offset) * BLOCK_N + o_n
+        key_ok = o_key < seqlen
+        valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+
+    # gathered columns all lie left of this query block, so no causal test; skip those in walked blocks
+    n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + i_m), 0)
+    for c in range(0, n_cols, BLOCK_N):
+        o_c = c + o_n
+        m_c = o_c < n_cols
+        o_key = tl.load(Columns + head_row * n_columns + o_c, mask=m_c, other=0)
+        walked = tl.load(BlockPresent + head_row * n_blocks + (i_m - o_key // BLOCK_N), mask=m_c, other=1)
+        key_ok = m_c & (walked == 0)
+        valid = key_ok[None, :] & (o_m[:, None] >= 0)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
+
+
+@triton.jit
+def _block_sparse_kernel(
+    Q, K, V, Out, Lse, HeadMap, Seqlens, Blocks, BlockCount,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_heads, n_sel, n_ctx, n_blocks, n_slots, group, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_m = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b = i_bh // n_sel
+    i_s = i_bh % n_sel
+    i_h = tl.load(HeadMap + i_s)
+    i_kv = i_h // group
+    seqlen = tl.load(Seqlens + i_b)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_n = tl.arange(0, BLOCK_N)
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
+    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
+    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
+    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    row = (i_b.to(tl.int64) * n_sel + i_s) * n_blocks + i_m
+    n_walk = tl.where(i_m * BLOCK_M < seqlen, tl.load(BlockCount + row), 0)
+    for t in range(0, n_walk):
+        key_block = tl.load(Blocks + row * n_slots + t)
+        o_key = key_block * BLOCK_N + o_n
+        key_ok = o_key < seqlen
+        valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
+
+
+@triton.jit
+def _a_shape_kernel(
+    Q, K, V, Out, Lse, HeadMap, Seqlens, Sinks, Locals,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_heads, n_sel, n_ctx, group, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_m = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b = i_bh // n_sel
+    i_s = i_bh % n_sel
+    i_h = tl.load(HeadMap + i_s)
+    i_kv = i_h // group
+    seqlen = tl.load(Seqlens + i_b)
+    sink = tl.load(Sinks + i_s)
+    local = tl.load(Locals + i_s)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_n = tl.arange(0, BLOCK_N)
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
+    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
+    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
+    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    # key blocks: the sink blocks, then the window blocks not already visited, up to the diagonal block
+    last_block = tl.where(i_m * BLOCK_M < seqlen, ((i_m + 1) * BLOCK_M - 1) // BLOCK_N, -1)
+    sink_blocks = tl.minimum(tl.cdiv(sink, BLOCK_N), last_block + 1)
+    window_start = tl.maximum(tl.maximum(i_m * BLOCK_M - local + 1, 0) // BLOCK_N, tl.cdiv(sink, BLOCK_N))
+    for key_block in range(0, sink_blocks):
+        o_key = key_block * BLOCK_N + o_n
+        key_ok = o_key < seqlen
+        valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+                 & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+    for key_block in range(window_start, last_block + 1):
+        o_key = key_block * BLOCK_N + o_n
+        key_ok = o_key < seqlen
+        valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+                 & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
+
+
+def _launch_setup(q, k, v, out, lse, seqlens, sm_scale):
+    """What every launch shares: lengths, strides, compile-time constants, GQA group size and the log2 scale."""
+    batch, n_heads, n_ctx, head_dim = q.shape
+    if seqlens is None:
+        seqlens = torch.full((batch,), n_ctx, dtype=torch.int32, device=q.device)
+    meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), PRECISION=dot_precision(q.dtype),
+                STORE_LSE=lse is not None, **launch_options(head_dim))
+    strides = [*q.stride(), *k.stride(), *v.stride(), *out.stride()]
+    scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
+    lse_arg = lse if lse is not None else out  # never written when STORE_LSE is off
+    return seqlens, lse_arg, strides, meta, n_heads // k.shape[1], scale
+
+
+def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tensor, out: torch.Tensor,
+                           lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
+                           sm_scale: Optional[float] = None) -> None:
+    """Write heads ``heads (Hs,)`` of ``out (B, Hq, N, D)`` (and ``lse (B, Hq, N)``) from a vertical-slash index
+    built for those heads. Inputs are assumed checked."""
+    batch, n_heads, n_ctx, head_dim = q.shape
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale)
+    n_blocks = index.block_count.shape[-1]
+    grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
+    _vertical_slash_kernel[grid](
+        q, k, v, out, lse_arg, heads, seqlens,
+        index.block_offsets, index.block_count, index.block_present, index.columns, index.column_count,
+        *strides, n_heads, heads.numel(), n_ctx, n_blocks, index.columns.shape[-1], group, scale,
+        BLOCK_M=TILE, BLOCK_N=TILE, **meta,
+    )
+
+
+def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, heads: torch.Tensor, out: torch.Tensor,
+                         lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
+                         sm_scale: Optional[float] = None) -> None:
+    """Write heads ``heads`` of ``out`` from a block-sparse index built for those heads."""
+    batch, n_heads, n_ctx, head_dim = q.shape
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale)
+    n_blocks, n_slots = index.blocks.shape[-2:]
+    grid = (triton.cdiv(n_ctx, block_size), batch * heads.numel())
+    _block_sparse_kernel[grid](
+        q, k, v, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
+        *strides, n_heads, heads.numel(), n_ctx, n_blocks, n_slots, group, scale,
+        BLOCK_M=block_size, BLOCK_N=block_size, **meta,
+    )
+
+
+def a_shape_forward(q, k, v, sink: torch.Tensor, local: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
+                    lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
+                    sm_scale: Optional[float] = None) -> None:
+    """Write heads ``heads`` of ``out`` for per-head ``sink (Hs,)`` and ``local (Hs,)`` int32 budgets."""
+    batch, n_heads, n_ctx, head_dim = q.shape
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale)
+    grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
+    _a_shape_kernel[grid](
+        q, k, v, out, lse_arg, heads, seqlens, sink, local,
+        *strides, n_heads, heads.numel(), n_ctx, group, scale,
+        BLOCK_M=TILE, BLOCK_N=TILE, **meta,
+    )

@@ -1,0 +1,368 @@
+"""Sparse attention ops: check inputs, group heads by pattern, estimate, build the index, launch.
+
+Every op takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs the Triton kernels on CUDA tensors and, on
+CPU tensors, a torch implementation of the same mask (dense attention restricted to the index's mask, in row
+chunks), so the library runs anywhere; the two backends compute the same function.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from . import reference
+from ._checks import check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
+from .index import (
+    a_shape_index_mask_rows,
+    block_sparse_index_mask_rows,
+    build_block_sparse_index,
+    build_vertical_slash_index,
+    vertical_slash_index_mask_rows,
+)
+from .patterns import AShape, BlockSparse, Dense, VerticalSlash
+from .patterns import a_shape as a_shape_pattern
+from .patterns import block_sparse as block_sparse_pattern
+from .patterns import vertical_slash as vertical_slash_pattern
+from .patterns.block_sparse import BLOCK_SIZES
+
+BACKENDS = ("auto", "triton", "torch")
+PatternSpec = Union[AShape, VerticalSlash, BlockSparse, Dense, Sequence[Union[AShape, VerticalSlash, BlockSparse, Dense]]]
+
+
+def _resolve_backend(backend: str, q: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = "triton" if q.is_cuda else "torch"
+    if backend == "triton":
+        check_kernel_inputs(q)
+    return backend
+
+
+def _outputs(q: torch.Tensor, out: Optional[torch.Tensor], return_lse: bool):
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"out must be a {q.dtype} tensor of shape {tuple(q.shape)} on {q.device}")
+    lse = None
+    if return_lse:
+        lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    return out, lse
+
+
+def _torch_forward(q, k, v, heads: Sequence[int], mask_rows: Callable, out, lse, seqlens, sm_scale) -> None:
+    """The torch backend: dense attention restricted to the kernel's mask, for query heads ``heads``."""
+    group = q.shape[1] // k.shape[1]
+    head_index = torch.tensor(list(heads), device=q.device)
+    kv_index = head_index // group
+    o, l = reference.attention(
+        q.index_select(1, head_index), k.index_select(1, kv_index), v.index_select(1, kv_index),
+        mask=mask_rows, sm_scale=sm_scale, seqlens=seqlens,
+    )
+    out[:, head_index] = o.to(out.dtype)
+    if lse is not None:
+        lse[:, head_index] = l.float()
+
+
+def _result(out, lse, return_lse):
+    return (out, lse) if return_lse else out
+
+
+def vertical_slash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    vertical_idx: torch.Tensor,
+    slash_idx: torch.Tensor,
+    *,
+    seqlens: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+    validate: bool = True,
+    out: Optional[torch.Tensor] = None,
+):
+    """Causal attention over chosen key columns and diagonals (the kernel's tiles, see :func:`vertical_slash_mask`).
+
+    Args:
+        q: ``(B, Hq, N, D)``; k, v: ``(B, Hkv, N, D)``; fp16/bf16 on GPU, fp32/fp16 under the interpreter.
+        vertical_idx: ``(B, Hq, NV)`` integer key positions in ``[0, N)``; any order, duplicates allowed.
+        slash_idx: ``(B, Hq, NS)`` integer diagonal offsets ``i - j`` in ``[0, N)``; any order, duplicates allowed.
+        seqlens: optional ``(B,)`` lengths of right-padded sequences; rows past a length are zero.
+        sm_scale: score scale, default ``1/sqrt(D)``.
+        return_lse: also return the ``(B, Hq, N)`` float32 natural log-sum-exp.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+        validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
+        out: optional preallocated ``(B, Hq, N, D)`` output.
+
+    Returns:
+        ``out`` or ``(out, lse)``.
+
+    Raises:
+        TypeError, ValueError: naming the offending argument (shapes, dtypes, devices, ranges, backend).
+    """
+    check_qkv(q, k, v)
+    backend = _resolve_backend(backend, q)
+    batch, heads, n, _ = q.shape
+    check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, q.device, validate)
+    check_index("slash_idx", slash_idx, (batch, heads), 0, n, q.device, validate)
+    seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
+    index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+    out, lse = _outputs(q, out, return_lse)
+    all_heads = list(range(heads))
+    if backend == "triton":
+        from .kernels.sparse_attention import vertical_slash_forward
+
+        head_map = torch.arange(heads, dtype=torch.int32, device=q.device)
+        vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+    else:
+        rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
+        _torch_forward(q, k, v, all_heads, rows, out, lse, seqlens, sm_scale)
+    return _result(out, lse, return_lse)
+
+
+def vertical_slash_mask(
+    n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor, *, seqlens: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """The exact ``(B, Hq, n, n)`` boolean mask :func:`vertical_slash_attention` computes (small ``n`` only)."""
+    check_positive_int("n", n)
+    batch, heads = vertical_idx.shape[:2]
+    check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, vertical_idx.device, True)
+    check_index("slash_idx", slash_idx, (batch, heads), 0, n, vertical_idx.device, True)
+    return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens)
+
+
+def _check_block_size(block_size: int) -> None:
+    check_positive_int("block_size", block_size)
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(f"block_size must be one of {BLOCK_SIZES}, got {block_size}")
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_idx: torch.Tensor,
+    block_size: int = 64,
+    *,
+    seqlens: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+    validate: bool = True,
+    out: Optional[torch.Tensor] = None,
+):
+    """Causal attention over chosen key blocks (see :func:`block_sparse_mask`).
+
+    Args:
+        block_idx: ``(B, Hq, ceil(N / block_size), K)`` key-block ids per query block in ``[-1, R)``; ``-1`` marks
+            an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
+        block_size: tokens per block, one of 16, 32, 64, 128.
+        Other arguments as in :func:`vertical_slash_attention`.
+    """
+    check_qkv(q, k, v)
+    backend = _resolve_backend(backend, q)
+    _check_block_size(block_size)
+    batch, heads, n, _ = q.shape
+    blocks = -(-n // block_size)
+    check_index("block_idx", block_idx.flatten(2, 3) if block_idx.dim() == 4 else block_idx,
+                (batch, heads), -1, blocks, q.device, validate)
+    if block_idx.shape[2] != blocks:
+        raise ValueError(f"block_idx must have shape ({batch}, {heads}, {blocks}, K), got {tuple(block_idx.shape)}")
+    seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
+    index = build_block_sparse_index(block_idx)
+    out, lse = _outputs(q, out, return_lse)
+    if backend == "triton":
+        from .kernels.sparse_attention import block_sparse_forward
+
+        head_map = torch.arange(heads, dtype=torch.int32, device=q.device)
+        block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
+    else:
+        rows = lambda start, end: block_sparse_index_mask_rows(index, n, block_size, start, end)  # noqa: E731
+        _torch_forward(q, k, v, range(heads), rows, out, lse, seqlens, sm_scale)
+    return _result(out, lse, return_lse)
+
+
+def block_sparse_mask(
+    n: int, block_idx: torch.Tensor, block_size: int = 64, *, seqlens: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """The exact ``(B, Hq, n, n)`` boolean mask :func:`block_sparse_attention` computes (small ``n`` only)."""
+    check_positive_int("n", n)
+    _check_block_size(block_size)
+    if not isinstance(block_idx, torch.Tensor) or block_idx.dim() != 4:
+        raise ValueError("block_idx must be a 4-D tensor (B, H, ceil(n / block_size), K)")
+    blocks = -(-n // block_size)
+    if block_idx.shape[2] != blocks:
+        raise ValueError(f"block_idx must have {blocks} query blocks for n={n}, got {block_idx.shape[2]}")
+    check_index("block_idx", block_idx.flatten(2, 3), block_idx.shape[:2], -1, blocks, block_idx.device, True)
+    return block_sparse_pattern.mask(n, block_idx, block_size, seqlens=seqlens)
+
+
+def _per_head_budget(name: str, value, heads: int, minimum: int, device) -> torch.Tensor:
+    values = [value] * heads if isinstance(value, int) and not isinstance(value, bool) else list(value)
+    if len(values) != heads:
+        raise ValueError(f"{name} must be an int or one value per query head ({heads}), got {len(values)} values")
+    for item in values:
+        check_positive_int(name, item, minimum)
+    return torch.tensor(values, dtype=torch.int32, device=device)
+
+
+def a_shape_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    sink: Union[int, Sequence[int]],
+    local: Union[int, Sequence[int]],
+    *,
+    seqlens: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+    validate: bool = True,
+    out: Optional[torch.Tensor] = None,
+):
+    """Causal attention over the first ``sink`` keys and the ``local`` nearest keys (see :func:`a_shape_mask`).
+
+    Args:
+        sink: int ``>= 0`` or one per query head. local: int ``>= 1`` or one per query head.
+        Other arguments as in :func:`vertical_slash_attention`.
+    """
+    check_qkv(q, k, v)
+    backend = _resolve_backend(backend, q)
+    batch, heads, n, _ = q.shape
+    sinks = _per_head_budget("sink", sink, heads, 0, q.device)
+    locals_ = _per_head_budget("local", local, heads, 1, q.device)
+    seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
+    out, lse = _outputs(q, out, return_lse)
+    _a_shape_heads(q, k, v, list(range(heads)), sinks, locals_, out, lse, seqlens, sm_scale, backend)
+    return _result(out, lse, return_lse)
+
+
+def _a_shape_heads(q, k, v, heads, sinks, locals_, out, lse, seqlens, sm_scale, backend) -> None:
+    n = q.shape[2]
+    if backend == "triton":
+        from .kernels.sparse_attention import a_shape_forward
+
+        head_map = torch.tensor(heads, dtype=torch.int32, device=q.device)
+        a_shape_forward(q, k, v, sinks, locals_.clamp_max(n), head_map, out, lse, seqlens, sm_scale)
+    else:
+        rows = lambda start, end: a_shape_index_mask_rows(sinks, locals_, n, start, end)  # noqa: E731
+        _torch_forward(q, k, v, heads, rows, out, lse, seqlens, sm_scale)
+
+
+def a_shape_mask(
+    n: int,
+    sink: Union[int, Sequence[int]],
+    local: Union[int, Sequence[int]],
+    *,
+    batch: int = 1,
+    seqlens: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The exact ``(batch, H, n, n)`` boolean mask of :func:`a_shape_attention`; ``H`` = 1 for int budgets."""
+    check_positive_int("n", n)
+    heads = 1 if isinstance(sink, int) and isinstance(local, int) else len(sink if not isinstance(sink, int) else local)
+    _per_head_budget("sink", sink, heads, 0, "cpu")
+    _per_head_budget("local", local, heads, 1, "cpu")
+    return a_shape_pattern.mask(n, sink, local, batch=batch, seqlens=seqlens)
+
+
+def _per_head_patterns(patterns: PatternSpec, heads: int) -> list:
+    known = (AShape, VerticalSlash, BlockSparse, Dense)
+    if isinstance(patterns, known):
+        return [patterns] * heads
+    if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Sequence):
+        raise TypeError(f"patterns must be a pattern or a list of {heads} patterns, got {type(patterns).__name__}")
+    patterns = list(patterns)
+    if len(patterns) != heads:
+        raise ValueError(f"patterns must list one pattern per query head ({heads}), got {len(patterns)}")
+    for i, pattern in enumerate(patterns):
+        if not isinstance(pattern, known):
+            raise TypeError(f"patterns[{i}] must be AShape, VerticalSlash, BlockSparse or Dense, got {pattern!r}")
+    return patterns
+
+
+def sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    patterns: PatternSpec,
+    *,
+    seqlens: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+    validate: bool = True,
+    out: Optional[torch.Tensor] = None,
+):
+    """MInference prefill attention: each query head runs its own pattern, with indices estimated from this input.
+
+    Heads are grouped by pattern type and each group is one launch (block-sparse heads also by block size);
+    dense heads join the A-shape launch with a window covering everything. Estimation and index building run on
+    the inputs' device without host synchronisation (``validate=False``).
+
+    Args:
+        q: ``(B, Hq, N, D)``; k, v: ``(B, Hkv, N, D)``.
+        patterns: one pattern for every head, or a list of ``Hq`` patterns
+            (:class:`AShape`, :class:`VerticalSlash`, :class:`BlockSparse`, :class:`Dense`).
+        Other arguments as in :func:`vertical_slash_attention`.
+
+    Returns:
+        ``out (B, Hq, N, D)`` or ``(out, lse)``.
+    """
+    check_qkv(q, k, v)
+    batch, heads, n, _ = q.shape
+    per_head = _per_head_patterns(patterns, heads)
+    backend = _resolve_backend(backend, q)
+    seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
+
+    if all(isinstance(p, Dense) for p in per_head) and not return_lse and seqlens is None and out is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
+
+    out, lse = _outputs(q, out, return_lse)
+    vertical_slash_heads = [h for h, p in enumerate(per_head) if isinstance(p, VerticalSlash)]
+    window_heads = [h for h, p in enumerate(per_head) if isinstance(p, (AShape, Dense))]
+    block_sizes = sorted({p.block_size for p in per_head if isinstance(p, BlockSparse)})
+
+    if vertical_slash_heads:
+        chosen = [per_head[h] for h in vertical_slash_heads]
+        vertical_idx, slash_idx = vertical_slash_pattern.estimate(
+            q, k, chosen, vertical_slash_heads, seqlens=seqlens, sm_scale=sm_scale
+        )
+        index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+        if backend == "triton":
+            from .kernels.sparse_attention import vertical_slash_forward
+
+            head_map = torch.tensor(vertical_slash_heads, dtype=torch.int32, device=q.device)
+            vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        else:
+            rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
+            _torch_forward(q, k, v, vertical_slash_heads, rows, out, lse, seqlens, sm_scale)
+
+    for block_size in block_sizes:
+        group = [h for h, p in enumerate(per_head) if isinstance(p, BlockSparse) and p.block_size == block_size]
+        block_idx = block_sparse_pattern.estimate(
+            q, k, [per_head[h] for h in group], group, seqlens=seqlens, sm_scale=sm_scale
+        )
+        index = build_block_sparse_index(block_idx)
+        if backend == "triton":
+            from .kernels.sparse_attention import block_sparse_forward
+
+            head_map = torch.tensor(group, dtype=torch.int32, device=q.device)
+            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
+        else:
+            rows = lambda start, end, index=index, bs=block_size: block_sparse_index_mask_rows(  # noqa: E731
+                index, n, bs, start, end
+            )
+            _torch_forward(q, k, v, group, rows, out, lse, seqlens, sm_scale)
+
+    if window_heads:
+        sinks = [per_head[h].sink if isinstance(per_head[h], AShape) else 0 for h in window_heads]
+        windows = [per_head[h].local if isinstance(per_head[h], AShape) else n for h in window_heads]
+        _a_shape_heads(
+            q, k, v, window_heads,
+            torch.tensor(sinks, dtype=torch.int32, device=q.device),
+            torch.tensor(windows, dtype=torch.int32, device=q.device).clamp_max(n),
+            out, lse, seqlens, sm_scale, backend,
+        )
+    return _result(out, lse, return_lse)

@@ -1,0 +1,109 @@
+"""Block-sparse: per query block, the ``top_k`` key blocks whose mean-pooled keys best match its mean-pooled queries."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence
+
+import torch
+
+from .._checks import check_positive_int
+from .base import Pattern, clip_to_lengths
+
+BLOCK_SIZES = (16, 32, 64, 128)
+ESTIMATE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class BlockSparse(Pattern):
+    """Keep ``top_k`` key blocks of ``block_size`` tokens per query block (plus its diagonal block).
+
+    Raises:
+        TypeError: a budget is not an int. ValueError: ``top_k < 1`` or an unsupported ``block_size``.
+    """
+
+    top_k: int = 100
+    block_size: int = 64
+    name: ClassVar[str] = "block_sparse"
+
+    def __post_init__(self):
+        check_positive_int("top_k", self.top_k)
+        check_positive_int("block_size", self.block_size)
+        if self.block_size not in BLOCK_SIZES:
+            raise ValueError(f"block_size must be one of {BLOCK_SIZES}, got {self.block_size}")
+
+
+def _pool(x: torch.Tensor, block_size: int, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean of each block's valid tokens: ``(B, H, N, D) -> (B, H, R, D)`` in float32."""
+    batch, heads, n, head_dim = x.shape
+    blocks = -(-n // block_size)
+    valid = (torch.arange(n, device=x.device).view(1, 1, n, 1) < lengths.view(-1, 1, 1, 1)).float()
+    summed = torch.zeros(batch, heads, blocks * block_size, head_dim, dtype=torch.float32, device=x.device)
+    summed[:, :, :n] = x.float() * valid
+    summed = summed.view(batch, heads, blocks, block_size, head_dim).sum(dim=3)
+    counts = torch.zeros(batch, 1, blocks * block_size, 1, device=x.device)
+    counts[:, :, :n] = valid
+    counts = counts.view(batch, 1, blocks, block_size, 1).sum(dim=3).clamp_min(1.0)
+    return summed / counts
+
+
+def estimate(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    patterns: Sequence[BlockSparse],
+    heads: Sequence[int],
+    *,
+    seqlens: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Choose key blocks for query heads ``heads`` (all ``patterns`` must share one ``block_size``).
+
+    Returns:
+        ``block_idx (B, len(heads), R, K)`` int32, ``K`` the largest ``top_k`` clipped to ``R``; ``-1`` marks unused
+        slots (smaller budgets, or fewer causal candidates than ``top_k``).
+    """
+    block_size = patterns[0].block_size
+    if any(p.block_size != block_size for p in patterns):
+        raise ValueError("block-sparse heads of one call must share block_size")
+    batch, hq, n, head_dim = q.shape
+    group = hq // k.shape[1]
+    scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
+    device = q.device
+    lengths = torch.full((batch,), n, device=device) if seqlens is None else seqlens.to(device).long()
+    blocks = -(-n // block_size)
+    width = min(blocks, max(p.top_k for p in patterns))
+    block_ids = torch.arange(blocks, device=device)
+    allowed = block_ids.view(1, 1, -1, 1) >= block_ids.view(1, 1, 1, -1)  # query block m sees key blocks <= m
+    allowed = allowed & (block_ids.view(1, 1, 1, -1) * block_size < lengths.view(-1, 1, 1, 1))
+    per_chunk = max(1, ESTIMATE_BYTES // (4 * batch * (blocks * blocks + n * head_dim)))
+    chosen = []
+    for start in range(0, len(heads), per_chunk):
+        chunk = torch.tensor(list(heads[start : start + per_chunk]), device=device)
+        q_pooled = _pool(q.index_select(1, chunk), block_size, lengths)
+        k_pooled = _pool(k.index_select(1, chunk // group), block_size, lengths)
+        scores = torch.matmul(q_pooled, k_pooled.transpose(-1, -2)) * scale
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        values, idx = scores.topk(width, dim=-1)
+        chosen.append(torch.where(values > float("-inf"), idx, -1))
+    block_idx = torch.cat(chosen, dim=1)
+    top_k = torch.tensor([p.top_k for p in patterns], device=device).view(1, -1, 1, 1)
+    rank = torch.arange(width, device=device).view(1, 1, 1, -1)
+    return torch.where(rank < top_k, block_idx, -1).to(torch.int32)
+
+
+def mask(
+    n: int, block_idx: torch.Tensor, block_size: int = 64, *, seqlens: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """The exact ``(B, H, n, n)`` mask of the block-sparse kernel, written from the definition.
+
+    Query ``i`` keeps key ``j <= i`` when ``j``'s block is listed for ``i``'s block or is ``i``'s own block.
+    """
+    batch, heads, blocks, _ = block_idx.shape
+    device = block_idx.device
+    listed = torch.zeros(batch, heads, blocks, blocks + 1, dtype=torch.bool, device=device)
+    listed.scatter_(3, torch.where(block_idx < 0, blocks, block_idx.long()), True)
+    listed = listed[..., :blocks] | torch.eye(blocks, dtype=torch.bool, device=device)
+    pos = torch.arange(n, device=device)
+    keep = listed[:, :, pos // block_size][..., pos // block_size]
+    keep = keep & (pos.view(1, -1) <= pos.view(-1, 1))
+    return clip_to_lengths(keep, seqlens)

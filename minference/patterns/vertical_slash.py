@@ -1,0 +1,148 @@
+"""Vertical-slash: the top key columns and the top diagonals of a head, estimated from its last 64 queries.
+
+Online estimation (per input, per head, batched): the last ``LAST_Q`` queries of each sequence attend to all keys
+(softmax in float32, causal inside that last corner). Column sums score key columns, sums along diagonals score
+offsets ``i - j``. The first ``sink`` columns and the ``local`` nearest diagonals are always kept; the rest of each
+budget goes to the best-scoring ones.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence
+
+import torch
+
+from .._checks import check_positive_int
+from .base import Pattern, clip_to_lengths
+
+TILE = 64
+"""Rows and columns of one kernel tile; the vertical-slash mask is defined on this grid."""
+
+LAST_Q = 64
+"""Queries at the end of each sequence used to estimate the pattern."""
+
+ESTIMATE_BYTES = 1 << 30
+"""Working memory one estimation chunk may use; heads are processed in chunks that fit."""
+
+
+@dataclass(frozen=True)
+class VerticalSlash(Pattern):
+    """Keep ``vertical`` key columns and ``slash`` diagonals per head (both including the forced ones).
+
+    Raises:
+        TypeError: a budget is not an int. ValueError: a budget is below 1 (``sink``/``local`` below 0/1).
+    """
+
+    vertical: int = 1000
+    slash: int = 6096
+    sink: int = 30
+    local: int = 100
+    name: ClassVar[str] = "vertical_slash"
+
+    def __post_init__(self):
+        check_positive_int("vertical", self.vertical)
+        check_positive_int("slash", self.slash)
+        check_positive_int("sink", self.sink, minimum=0)
+        check_positive_int("local", self.local)
+
+
+def estimate(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    patterns: Sequence[VerticalSlash],
+    heads: Sequence[int],
+    *,
+    seqlens: Optional[torch.Tensor] = None,
+    sm_scale: Optional[float] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose columns and diagonals for query heads ``heads`` (with ``patterns[i]`` for ``heads[i]``).
+
+    Args:
+        q: ``(B, Hq, N, D)``; k: ``(B, Hkv, N, D)``.
+        seqlens: optional ``(B,)`` lengths of right-padded sequences.
+
+    Returns:
+        ``vertical_idx (B, len(heads), NV)`` key columns and ``slash_idx (B, len(heads), NS)`` offsets, int32, with
+        ``NV``/``NS`` the largest budget (clipped to N). A head with a smaller budget, or a sequence with fewer
+        candidates, repeats its first choice in the spare slots (the index builder removes duplicates).
+    """
+    batch, hq, n, head_dim = q.shape
+    group = hq // k.shape[1]
+    scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
+    device = q.device
+    lengths = torch.full((batch,), n, device=device) if seqlens is None else seqlens.to(device).long()
+    n_last = min(LAST_Q, n)
+    last_pos = lengths.view(-1, 1) - n_last + torch.arange(n_last, device=device).view(1, -1)  # [B, n_last]
+    q_last = q.gather(2, last_pos.clamp_min(0).view(batch, 1, n_last, 1).expand(batch, hq, n_last, head_dim))
+
+    positions = torch.arange(n, device=device)
+    visible = positions.view(1, 1, 1, n) <= last_pos.view(batch, 1, n_last, 1)  # [B, 1, n_last, N]
+    diag_source = last_pos.view(batch, 1, n_last, 1) - positions.view(1, 1, 1, n)  # column of offset o in row r
+    diag_valid = diag_source >= 0
+
+    wanted = sorted(set(heads))
+    kv_heads = sorted({h // group for h in wanted})
+    per_kv = max(1, ESTIMATE_BYTES // (3 * 4 * batch * group * n_last * n))
+    vertical_scores, slash_scores = {}, {}
+    for start in range(0, len(kv_heads), per_kv):
+        chunk = kv_heads[start : start + per_kv]
+        kv_index = torch.tensor(chunk, device=device)
+        q_heads = [kv * group + g for kv in chunk for g in range(group)]
+        qc = q_last.index_select(1, torch.tensor(q_heads, device=device))
+        qc = qc.view(batch, len(chunk), group * n_last, head_dim)
+        scores = torch.matmul(qc, k.index_select(1, kv_index).transpose(-1, -2)).float() * scale
+        scores = scores.view(batch, len(chunk) * group, n_last, n).masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)  # a row before the sequence start is all -inf
+        columns = probs.sum(dim=2)
+        diagonals = probs.gather(3, diag_source.clamp_min(0).expand_as(probs)).masked_fill_(~diag_valid, 0.0)
+        diagonals = diagonals.sum(dim=2)
+        for slot, head in enumerate(q_heads):
+            vertical_scores[head] = columns[:, slot]
+            slash_scores[head] = diagonals[:, slot]
+    vertical_score = torch.stack([vertical_scores[h] for h in heads], dim=1)  # [B, Hs, N]
+    slash_score = torch.stack([slash_scores[h] for h in heads], dim=1)
+
+    def budget(field: str) -> torch.Tensor:
+        return torch.tensor([getattr(p, field) for p in patterns], device=device).view(1, -1, 1)
+
+    beyond = positions.view(1, 1, n) >= lengths.view(-1, 1, 1)
+    vertical_score = vertical_score.masked_fill(positions.view(1, 1, n) < budget("sink"), float("inf"))
+    vertical_score = vertical_score.masked_fill(beyond, float("-inf"))
+    slash_score = slash_score.masked_fill(positions.view(1, 1, n) < budget("local"), float("inf"))
+    slash_score = slash_score.masked_fill(beyond, float("-inf"))
+    vertical_idx = _top(vertical_score, budget("vertical"), min(n, max(p.vertical for p in patterns)))
+    slash_idx = _top(slash_score, budget("slash"), min(n, max(p.slash for p in patterns)))
+    return vertical_idx, slash_idx
+
+
+def _top(score: torch.Tensor, per_head: torch.Tensor, width: int) -> torch.Tensor:
+    values, idx = score.topk(width, dim=-1)
+    rank = torch.arange(width, device=score.device).view(1, 1, -1)
+    keep = (rank < per_head) & (values > float("-inf"))
+    return torch.where(keep, idx, idx[..., :1]).to(torch.int32)
+
+
+def mask(
+    n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor, *, seqlens: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """The exact ``(B, H, n, n)`` mask the vertical-slash kernel computes, written from the definition.
+
+    Query ``i`` keeps key ``j <= i`` when ``j`` is a chosen column, or when the 64-tile holding ``(i, j)`` is crossed
+    by a chosen diagonal (a diagonal at offset ``o`` crosses tile-diagonals ``o // 64`` and ``ceil(o / 64)``), or
+    when ``(i, j)`` lies in a diagonal tile (every row keeps its own diagonal).
+    """
+    batch, heads = vertical_idx.shape[:2]
+    device = vertical_idx.device
+    i = torch.arange(n, device=device).view(n, 1)
+    j = torch.arange(n, device=device).view(1, n)
+    tile_diagonal = i // TILE - j // TILE
+    keep = torch.empty(batch, heads, n, n, dtype=torch.bool, device=device)
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    for b in range(batch):
+        for h in range(heads):
+            offsets = slash_idx[b, h].long()
+            crossed = torch.cat([offsets // TILE, (offsets + TILE - 1) // TILE, zero])
+            chosen_column = torch.isin(j, vertical_idx[b, h].long())
+            keep[b, h] = (j <= i) & (torch.isin(tile_diagonal, crossed) | chosen_column)
+    return clip_to_lengths(keep, seqlens)
