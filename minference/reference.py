@@ -26,6 +26,7 @@ def attention(
     upcast: bool = True,
     seqlens: Optional[torch.Tensor] = None,
     rows_per_chunk: int = 1024,
+    rows: Optional[tuple[int, int]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense (optionally masked) attention with GQA.
 
@@ -41,6 +42,7 @@ def attention(
         seqlens: optional ``(B,)`` valid lengths of right-padded sequences; keys at or past the length are masked
             and rows at or past it are empty.
         rows_per_chunk: query rows processed at once (bounds memory to ``B * Hq * rows * N`` scores).
+        rows: compute only query rows ``[start, end)`` (outputs then cover those rows); for spot checks at long N.
 
     Returns:
         ``(out, lse)``: ``out (B, Hq, N, D)`` in the compute dtype (float32/float64 when upcasting, else the input
@@ -69,18 +71,21 @@ def attention(
     vv = v.index_select(1, kv_head).to(compute_dtype)
     qq = q.to(compute_dtype)
 
-    out = torch.empty(batch, hq, n, head_dim, dtype=compute_dtype, device=q.device)
-    lse = torch.empty(batch, hq, n, dtype=stats_dtype, device=q.device)
+    first, last = (0, n) if rows is None else rows
+    if not 0 <= first < last <= n:
+        raise ValueError(f"rows must satisfy 0 <= start < end <= {n}, got {rows}")
+    out = torch.empty(batch, hq, last - first, head_dim, dtype=compute_dtype, device=q.device)
+    lse = torch.empty(batch, hq, last - first, dtype=stats_dtype, device=q.device)
     cols = torch.arange(n, device=q.device)
-    for start in range(0, n, rows_per_chunk):
-        end = min(n, start + rows_per_chunk)
-        rows = torch.arange(start, end, device=q.device)
+    for start in range(first, last, rows_per_chunk):
+        end = min(last, start + rows_per_chunk)
+        row_pos = torch.arange(start, end, device=q.device)
         allowed = torch.ones(1, 1, end - start, n, dtype=torch.bool, device=q.device)
         if causal:
-            allowed = allowed & (cols[None, :] <= rows[:, None])
+            allowed = allowed & (cols[None, :] <= row_pos[:, None])
         if seqlens is not None:
             valid = seqlens.to(q.device).view(-1, 1, 1, 1)
-            allowed = allowed & (cols.view(1, 1, 1, n) < valid) & (rows.view(1, 1, -1, 1) < valid)
+            allowed = allowed & (cols.view(1, 1, 1, n) < valid) & (row_pos.view(1, 1, -1, 1) < valid)
         if mask is not None:
             chunk_mask = mask(start, end) if callable(mask) else mask[..., start:end, :]
             allowed = allowed & chunk_mask.to(device=q.device, dtype=torch.bool)
@@ -91,6 +96,6 @@ def attention(
         weights = torch.exp(scores - safe_max)
         denom = weights.sum(dim=-1, keepdim=True)
         probs = torch.where(denom > 0, weights / denom.clamp_min(torch.finfo(stats_dtype).tiny), torch.zeros_like(weights))
-        out[:, :, start:end] = torch.matmul(probs.to(compute_dtype), vv)
-        lse[:, :, start:end] = (safe_max + torch.log(denom)).squeeze(-1)
+        out[:, :, start - first : end - first] = torch.matmul(probs.to(compute_dtype), vv)
+        lse[:, :, start - first : end - first] = (safe_max + torch.log(denom)).squeeze(-1)
     return out, lse

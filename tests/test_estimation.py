@@ -1,0 +1,73 @@
+"""Online estimation finds planted structure, always keeps sinks and the local window, and respects budgets."""
+import pytest
+import torch
+
+import minference as mi
+from minference.patterns import block_sparse, vertical_slash
+
+pytestmark = pytest.mark.kernels
+
+
+def planted_inputs(n=512, d=64, column=300, offset=200, seed=0):
+    """Keys that every late query loves at ``column``; queries that match the key ``offset`` positions back."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, 2, n, d, generator=gen) * 0.1
+    k = torch.randn(1, 1, n, d, generator=gen) * 0.1
+    direction = torch.randn(d, generator=gen)
+    k[0, 0, column] = 4 * direction
+    q[0, 0, :] += direction  # head 0: a vertical line at `column`
+    shifted = torch.randn(n, d, generator=gen)
+    q[0, 1, offset:] = 6 * shifted[: n - offset]
+    k[0, 0, : n - offset] += shifted[: n - offset]  # head 1: query i matches key i - offset (a slash)
+    return q, k
+
+
+def test_vertical_slash_estimate_finds_a_planted_column_and_a_planted_diagonal():
+    q, k = planted_inputs()
+    pattern = mi.VerticalSlash(vertical=35, slash=105, sink=30, local=100)
+    vertical, slash = vertical_slash.estimate(q, k, [pattern, pattern], [0, 1])
+    assert 300 in vertical[0, 0].tolist()
+    assert 200 in slash[0, 1].tolist()
+
+
+def test_vertical_slash_estimate_always_keeps_sinks_and_local_window_within_budget():
+    q, k = planted_inputs()
+    patterns = [mi.VerticalSlash(vertical=40, slash=120, sink=30, local=100),
+                mi.VerticalSlash(vertical=10, slash=5, sink=4, local=2)]
+    vertical, slash = vertical_slash.estimate(q, k, patterns, [0, 1])
+    assert vertical.shape == (1, 2, 40) and slash.shape == (1, 2, 120) and vertical.dtype == torch.int32
+    assert set(range(30)) <= set(vertical[0, 0].tolist()) and set(range(100)) <= set(slash[0, 0].tolist())
+    assert set(range(4)) <= set(vertical[0, 1].tolist()) and {0, 1} <= set(slash[0, 1].tolist())
+    assert len(set(vertical[0, 1].tolist())) == 10 and len(set(slash[0, 1].tolist())) == 5
+
+
+def test_vertical_slash_estimate_stays_inside_each_sequence():
+    q, k = planted_inputs()
+    q, k = q.expand(2, -1, -1, -1).contiguous(), k.expand(2, -1, -1, -1).contiguous()
+    pattern = mi.VerticalSlash(vertical=200, slash=300, sink=30, local=100)
+    vertical, slash = vertical_slash.estimate(q, k, [pattern], [0], seqlens=torch.tensor([512, 90]))
+    assert vertical[1].max() < 90 and slash[1].max() < 90
+    assert vertical[0].max() >= 90
+
+
+def test_vertical_slash_estimate_uses_the_last_queries_of_short_sequences():
+    q, k = planted_inputs(n=20, column=5, offset=3)
+    vertical, slash = vertical_slash.estimate(q, k, [mi.VerticalSlash(vertical=50, slash=50)], [1])
+    assert vertical.shape == (1, 1, 20) and set(vertical[0, 0].tolist()) == set(range(20))
+
+
+def test_block_sparse_estimate_finds_a_planted_block_and_stays_causal():
+    gen = torch.Generator().manual_seed(0)
+    n, d = 640, 64
+    q = torch.randn(1, 1, n, d, generator=gen) * 0.1
+    k = torch.randn(1, 1, n, d, generator=gen) * 0.1
+    direction = torch.randn(d, generator=gen)
+    k[0, 0, 192:256] += 3 * direction  # key block 3
+    q[0, 0, 256:] += direction
+    block_idx = block_sparse.estimate(q, k, [mi.BlockSparse(top_k=2)], [0])
+    assert block_idx.shape == (1, 1, 10, 2)
+    for m in range(4, 10):
+        assert 3 in block_idx[0, 0, m].tolist()
+    rows = torch.arange(10).view(10, 1)
+    assert torch.all((block_idx[0, 0] <= rows) | (block_idx[0, 0] == -1))
+    assert block_idx[0, 0, 0].tolist() == [0, -1], "query block 0 has a single causal candidate"

@@ -1,0 +1,152 @@
+"""Index builders, checked bit for bit against each pattern's mask (its definition) on the CPU."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minference import ops
+from minference.index import (
+    a_shape_index_mask_rows,
+    block_sparse_index_mask_rows,
+    build_block_sparse_index,
+    build_vertical_slash_index,
+    vertical_slash_index_mask_rows,
+)
+from minference.patterns.vertical_slash import TILE
+
+pytestmark = pytest.mark.kernels
+
+lengths = st.one_of(st.sampled_from([1, 63, 64, 65, 127, 128, 129]), st.integers(1, 330))
+
+
+@st.composite
+def vertical_slash_choices(draw):
+    n = draw(lengths)
+    batch, heads = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    nv, ns = draw(st.integers(0, 12)), draw(st.integers(0, 12))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    vertical = torch.randint(0, n, (batch, heads, nv), generator=gen)
+    slash = torch.randint(0, n, (batch, heads, ns), generator=gen)
+    return n, vertical.to(draw(st.sampled_from([torch.int32, torch.int64]))), slash
+
+
+@settings(max_examples=60, deadline=None)
+@given(vertical_slash_choices())
+def test_vertical_slash_index_walks_exactly_the_pattern_mask(choice):
+    n, vertical, slash = choice
+    index = build_vertical_slash_index(n, vertical, slash)
+    walked = vertical_slash_index_mask_rows(index, n, 0, n)
+    assert torch.equal(walked, ops.vertical_slash_mask(n, vertical, slash))
+
+
+@settings(max_examples=40, deadline=None)
+@given(vertical_slash_choices(), st.integers(1, 100))
+def test_vertical_slash_index_rows_in_chunks_equal_all_rows(choice, chunk):
+    n, vertical, slash = choice
+    index = build_vertical_slash_index(n, vertical, slash)
+    whole = vertical_slash_index_mask_rows(index, n, 0, n)
+    parts = [vertical_slash_index_mask_rows(index, n, s, min(n, s + chunk)) for s in range(0, n, chunk)]
+    assert torch.equal(torch.cat(parts, dim=2), whole)
+
+
+@settings(max_examples=60, deadline=None)
+@given(vertical_slash_choices())
+def test_vertical_slash_mask_holds_every_choice_the_diagonal_and_nothing_above_it(choice):
+    n, vertical, slash = choice
+    keep = ops.vertical_slash_mask(n, vertical, slash)
+    i = torch.arange(n).view(n, 1)
+    j = torch.arange(n).view(1, n)
+    assert not (keep & (j > i)).any(), "nothing above the diagonal"
+    assert keep.diagonal(dim1=2, dim2=3).all(), "every row keeps its diagonal"
+    for b in range(vertical.shape[0]):
+        for h in range(vertical.shape[1]):
+            chosen_column = torch.isin(j, vertical[b, h].long()) & (j <= i)
+            chosen_diagonal = torch.isin(i - j, slash[b, h].long()) & (j <= i)
+            assert keep[b, h][chosen_column].all(), "every chosen column is kept"
+            assert keep[b, h][chosen_diagonal].all(), "every chosen diagonal is kept"
+
+
+@settings(max_examples=60, deadline=None)
+@given(vertical_slash_choices())
+def test_vertical_slash_index_is_sorted_unique_and_causal(choice):
+    n, vertical, slash = choice
+    index = build_vertical_slash_index(n, vertical, slash)
+    blocks = -(-n // TILE)
+    for b in range(vertical.shape[0]):
+        for h in range(vertical.shape[1]):
+            offsets = index.block_offsets[b, h]
+            present = offsets[offsets < blocks]
+            assert present[0] == 0 and torch.all(present[1:] > present[:-1]), "sorted, unique, with p = 0"
+            for m in range(blocks):
+                assert index.block_count[b, h, m] == int((present <= m).sum()), "walks only offsets p <= m"
+            columns = index.columns[b, h]
+            real = columns[columns < n]
+            assert torch.equal(real, torch.unique(vertical[b, h].int())), "columns sorted and unique"
+            starts = torch.arange(blocks) * TILE
+            assert torch.equal(index.column_count[b, h].long(), (real.view(1, -1) < starts.view(-1, 1)).sum(1))
+
+
+@st.composite
+def block_choices(draw):
+    block_size = draw(st.sampled_from([16, 32, 64]))
+    n = draw(lengths)
+    blocks = -(-n // block_size)
+    batch, heads, slots = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    block_idx = torch.randint(-1, blocks, (batch, heads, blocks, slots), generator=gen)
+    return n, block_size, block_idx
+
+
+@settings(max_examples=60, deadline=None)
+@given(block_choices())
+def test_block_sparse_index_walks_exactly_the_pattern_mask(choice):
+    n, block_size, block_idx = choice
+    index = build_block_sparse_index(block_idx)
+    walked = block_sparse_index_mask_rows(index, n, block_size, 0, n)
+    assert torch.equal(walked, ops.block_sparse_mask(n, block_idx, block_size))
+
+
+@settings(max_examples=60, deadline=None)
+@given(block_choices())
+def test_block_sparse_index_is_sorted_unique_causal_and_keeps_the_diagonal(choice):
+    n, block_size, block_idx = choice
+    index = build_block_sparse_index(block_idx)
+    batch, heads, blocks, _ = block_idx.shape
+    for b in range(batch):
+        for h in range(heads):
+            for m in range(blocks):
+                walked = index.blocks[b, h, m, : index.block_count[b, h, m]]
+                listed = block_idx[b, h, m]
+                want = torch.unique(torch.cat([listed[(listed >= 0) & (listed <= m)], torch.tensor([m])]))
+                assert torch.equal(walked.long(), want), f"query block {m}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(block_choices())
+def test_block_sparse_mask_holds_every_listed_block_and_nothing_above_the_diagonal(choice):
+    n, block_size, block_idx = choice
+    keep = ops.block_sparse_mask(n, block_idx, block_size)
+    i = torch.arange(n).view(n, 1)
+    j = torch.arange(n).view(1, n)
+    assert not (keep & (j > i)).any()
+    assert keep.diagonal(dim1=2, dim2=3).all()
+    listed = torch.zeros(*block_idx.shape[:3], block_idx.shape[2] + 1, dtype=torch.bool)
+    listed.scatter_(3, torch.where(block_idx < 0, block_idx.shape[2], block_idx), True)
+    pair_listed = listed[:, :, i.view(-1) // block_size][..., j.view(-1) // block_size]
+    assert keep[pair_listed & (j <= i)].all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths, st.lists(st.tuples(st.integers(0, 200), st.integers(1, 400)), min_size=1, max_size=4))
+def test_a_shape_index_rows_equal_the_pattern_mask(n, budgets):
+    sinks = [s for s, _ in budgets]
+    windows = [w for _, w in budgets]
+    rows = a_shape_index_mask_rows(torch.tensor(sinks), torch.tensor(windows), n, 0, n)
+    keep = ops.a_shape_mask(n, sinks, windows)
+    assert torch.equal(rows, keep)
+    i = torch.arange(n).view(n, 1)
+    j = torch.arange(n).view(1, n)
+    for h, (sink, window) in enumerate(budgets):
+        meaning = (j <= i) & ((j < sink) | (i - j < window))
+        assert torch.equal(keep[0, h], meaning)

@@ -1,0 +1,205 @@
+"""Kernels == dense attention restricted to their exact mask, over drawn shapes (interpreter on CPU, GPU in bf16)."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minference as mi
+from helpers import DEVICE, KERNEL_DTYPES, ON_GPU, assert_matches_reference, poisoned_like, random_qkv
+from minference import ops
+
+pytestmark = pytest.mark.kernels
+
+EXAMPLES = 40 if ON_GPU else 10
+SMALL_LENGTHS = [1, 63, 64, 65, 127, 130]
+LENGTHS = st.sampled_from(SMALL_LENGTHS + ([4097, 1000, 2049] if ON_GPU else [200]))
+HEAD_DIMS = st.sampled_from([64, 80, 96, 128, 256] if ON_GPU else [64, 64, 80])
+cases = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def shapes(draw):
+    hkv = draw(st.integers(1, 2))
+    return dict(
+        batch=draw(st.integers(1, 2)),
+        hkv=hkv,
+        hq=hkv * draw(st.sampled_from([1, 2, 4])),
+        n=draw(LENGTHS),
+        head_dim=draw(HEAD_DIMS),
+        dtype=draw(st.sampled_from(KERNEL_DTYPES)),
+        seed=draw(st.integers(0, 2**31 - 1)),
+        layout=draw(st.sampled_from(["bhnd", "bnhd"])),
+    )
+
+
+def make_inputs(shape):
+    return random_qkv(shape["batch"], shape["hq"], shape["hkv"], shape["n"], shape["head_dim"], shape["dtype"],
+                      shape["seed"], layout=shape["layout"])
+
+
+def index_generator(shape):
+    return torch.Generator().manual_seed(shape["seed"] + 1)
+
+
+@cases
+@given(shapes(), st.integers(0, 40), st.integers(0, 40))
+def test_vertical_slash_kernel_equals_masked_reference(shape, nv, ns):
+    q, k, v = make_inputs(shape)
+    n, gen = shape["n"], index_generator(shape)
+    vertical = torch.randint(0, n, (shape["batch"], shape["hq"], nv), generator=gen).to(DEVICE)
+    slash = torch.randint(0, n, (shape["batch"], shape["hq"], ns), generator=gen).to(DEVICE)
+    out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, backend="triton", return_lse=True,
+                                            out=poisoned_like(q))
+    mask = ops.vertical_slash_mask(n, vertical, slash)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"vertical-slash {shape}")
+
+
+@cases
+@given(shapes(), st.sampled_from([16, 32, 64, 128]), st.integers(1, 6))
+def test_block_sparse_kernel_equals_masked_reference(shape, block_size, slots):
+    q, k, v = make_inputs(shape)
+    n, gen = shape["n"], index_generator(shape)
+    blocks = -(-n // block_size)
+    block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
+    out, lse = ops.block_sparse_attention(q, k, v, block_idx, block_size, backend="triton", return_lse=True,
+                                          out=poisoned_like(q))
+    mask = ops.block_sparse_mask(n, block_idx, block_size)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"block-sparse {block_size} {shape}")
+
+
+@cases
+@given(shapes(), st.data())
+def test_a_shape_kernel_equals_masked_reference(shape, data):
+    q, k, v = make_inputs(shape)
+    n, hq = shape["n"], shape["hq"]
+    sinks = data.draw(st.lists(st.integers(0, n + 70), min_size=hq, max_size=hq))
+    windows = data.draw(st.lists(st.integers(1, n + 70), min_size=hq, max_size=hq))
+    out, lse = ops.a_shape_attention(q, k, v, sinks, windows, backend="triton", return_lse=True, out=poisoned_like(q))
+    mask = ops.a_shape_mask(n, sinks, windows).to(DEVICE)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"a-shape {sinks} {windows} {shape}")
+
+
+@cases
+@given(shapes(), st.data())
+def test_padded_batch_rows_match_each_sequence_alone(shape, data):
+    """Right-padded variable lengths: valid rows equal the masked reference, padding rows are written as 0."""
+    q, k, v = make_inputs(shape)
+    n = shape["n"]
+    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
+    gen = index_generator(shape)
+    vertical = torch.randint(0, n, (shape["batch"], shape["hq"], 8), generator=gen).to(DEVICE)
+    slash = torch.randint(0, n, (shape["batch"], shape["hq"], 8), generator=gen).to(DEVICE)
+    out = ops.vertical_slash_attention(q, k, v, vertical, slash, seqlens=seqlens, backend="triton",
+                                       out=poisoned_like(q))
+    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, seqlens=seqlens.to(DEVICE), what=f"padded {seqlens} {shape}")
+
+
+@cases
+@given(shapes(), st.data())
+def test_sparse_attention_mixed_heads_equal_their_masks(shape, data):
+    """Per-head patterns, one launch per type: every head equals the reference over the mask of its estimate."""
+    q, k, v = make_inputs(shape)
+    hq, n = shape["hq"], shape["n"]
+    choices = [mi.VerticalSlash(vertical=7, slash=9, sink=2, local=3), mi.AShape(sink=4, local=30),
+               mi.BlockSparse(top_k=2, block_size=32), mi.Dense(), mi.VerticalSlash(vertical=40, slash=3)]
+    patterns = [choices[i] for i in data.draw(st.lists(st.integers(0, 4), min_size=hq, max_size=hq))]
+    out = mi.sparse_attention(q, k, v, patterns, backend="triton", out=poisoned_like(q))
+    vs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.VerticalSlash)]
+    bs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.BlockSparse)]
+    mask = torch.zeros(shape["batch"], hq, n, n, dtype=torch.bool)
+    if vs_heads:
+        vertical, slash = mi.patterns.vertical_slash.estimate(q, k, [patterns[h] for h in vs_heads], vs_heads)
+        mask[:, vs_heads] = ops.vertical_slash_mask(n, vertical.cpu(), slash.cpu())
+    if bs_heads:
+        block_idx = mi.patterns.block_sparse.estimate(q, k, [patterns[h] for h in bs_heads], bs_heads)
+        mask[:, bs_heads] = ops.block_sparse_mask(n, block_idx.cpu(), 32)
+    for h, p in enumerate(patterns):
+        if isinstance(p, (mi.AShape, mi.Dense)):
+            sink, local = (p.sink, p.local) if isinstance(p, mi.AShape) else (0, n)
+            mask[:, h] = ops.a_shape_mask(n, sink, local)[0, 0]
+    assert_matches_reference(out, q, k, v, mask.to(DEVICE), what=f"mixed {patterns} {shape}")
+
+
+@cases
+@given(shapes())
+def test_full_budgets_equal_dense_attention(shape):
+    q, k, v = make_inputs(shape)
+    n = shape["n"]
+    dense = torch.ones(1, 1, n, n, dtype=torch.bool, device=DEVICE)
+    for pattern in (mi.VerticalSlash(vertical=n, slash=n), mi.BlockSparse(top_k=n, block_size=64),
+                    mi.AShape(sink=0, local=n)):
+        out = mi.sparse_attention(q, k, v, pattern, backend="triton", out=poisoned_like(q))
+        assert_matches_reference(out, q, k, v, dense, what=f"full {pattern} {shape}")
+
+
+@cases
+@given(shapes())
+def test_gqa_equals_the_same_call_with_repeated_kv(shape):
+    q, k, v = make_inputs(shape)
+    group = shape["hq"] // shape["hkv"]
+    pattern = mi.VerticalSlash(vertical=10, slash=20, sink=3, local=5)
+    n, gen = shape["n"], index_generator(shape)
+    vertical = torch.randint(0, n, (shape["batch"], shape["hq"], 10), generator=gen).to(DEVICE)
+    slash = torch.randint(0, n, (shape["batch"], shape["hq"], 10), generator=gen).to(DEVICE)
+    grouped = ops.vertical_slash_attention(q, k, v, vertical, slash, backend="triton")
+    repeated = ops.vertical_slash_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
+                                            vertical, slash, backend="triton")
+    assert torch.equal(grouped, repeated)
+    assert torch.equal(mi.sparse_attention(q, k, v, pattern, backend="triton"),
+                       mi.sparse_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), pattern,
+                                           backend="triton"))
+
+
+@cases
+@given(shapes())
+def test_a_batch_of_two_equals_two_calls(shape):
+    shape = {**shape, "batch": 2}
+    q, k, v = make_inputs(shape)
+    cycle = [mi.VerticalSlash(vertical=5, slash=6, sink=1, local=2), mi.BlockSparse(top_k=1), mi.AShape(3, 17)]
+    pattern = [cycle[h % 3] for h in range(shape["hq"])]
+    both = mi.sparse_attention(q, k, v, pattern, backend="triton")
+    for b in range(2):
+        alone = mi.sparse_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], pattern, backend="triton")
+        assert torch.equal(both[b:b + 1], alone)
+
+
+@cases
+@given(shapes(), st.data())
+def test_changing_later_keys_never_changes_earlier_rows(shape, data):
+    q, k, v = make_inputs(shape)
+    n = shape["n"]
+    cut = data.draw(st.integers(0, n - 1))
+    gen = index_generator(shape)
+    vertical = torch.randint(0, n, (shape["batch"], shape["hq"], 12), generator=gen).to(DEVICE)
+    slash = torch.randint(0, n, (shape["batch"], shape["hq"], 12), generator=gen).to(DEVICE)
+    block_idx = torch.randint(-1, -(-n // 64), (shape["batch"], shape["hq"], -(-n // 64), 3), generator=gen).to(DEVICE)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, cut + 1:] = torch.randn_like(k2[:, :, cut + 1:])
+    v2[:, :, cut + 1:] = 100.0
+    runs = [
+        lambda kk, vv: ops.vertical_slash_attention(q, kk, vv, vertical, slash, backend="triton"),
+        lambda kk, vv: ops.block_sparse_attention(q, kk, vv, block_idx, backend="triton"),
+        lambda kk, vv: ops.a_shape_attention(q, kk, vv, 5, 40, backend="triton"),
+    ]
+    for run in runs:
+        assert torch.equal(run(k, v)[:, :, : cut + 1], run(k2, v2)[:, :, : cut + 1])
+
+
+@pytest.mark.parametrize("op", ["vertical_slash", "block_sparse", "a_shape"])
+def test_torch_backend_equals_masked_reference(op):
+    """The CPU backend computes the same function as the kernels (same reference, same mask)."""
+    q, k, v = random_qkv(2, 4, 2, 150, 32, torch.float32, seed=7, device="cpu")
+    gen = torch.Generator().manual_seed(3)
+    if op == "vertical_slash":
+        vertical, slash = torch.randint(0, 150, (2, 4, 9), generator=gen), torch.randint(0, 150, (2, 4, 5), generator=gen)
+        out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, backend="torch", return_lse=True)
+        mask = ops.vertical_slash_mask(150, vertical, slash)
+    elif op == "block_sparse":
+        block_idx = torch.randint(-1, 3, (2, 4, 3, 2), generator=gen)
+        out, lse = ops.block_sparse_attention(q, k, v, block_idx, backend="torch", return_lse=True)
+        mask = ops.block_sparse_mask(150, block_idx)
+    else:
+        out, lse = ops.a_shape_attention(q, k, v, [0, 3, 9, 200], [1, 20, 64, 5], backend="torch", return_lse=True)
+        mask = ops.a_shape_mask(150, [0, 3, 9, 200], [1, 20, 64, 5])
+    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"torch backend {op}")
