@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import reference
+from ._device_cache import device_tensor
 from ._checks import check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
 from .index import (
     a_shape_index_mask_rows,
@@ -54,7 +55,7 @@ def _outputs(q: torch.Tensor, out: Optional[torch.Tensor], return_lse: bool):
 def _torch_forward(q, k, v, heads: Sequence[int], mask_rows: Callable, out, lse, seqlens, sm_scale) -> None:
     """The torch backend: dense attention restricted to the kernel's mask, for query heads ``heads``."""
     group = q.shape[1] // k.shape[1]
-    head_index = torch.tensor(list(heads), device=q.device)
+    head_index = device_tensor(heads, q.device, torch.long)
     kv_index = head_index // group
     o, l = reference.attention(
         q.index_select(1, head_index), k.index_select(1, kv_index), v.index_select(1, kv_index),
@@ -114,7 +115,7 @@ def vertical_slash_attention(
     if backend == "triton":
         from .kernels.sparse_attention import vertical_slash_forward
 
-        head_map = torch.arange(heads, dtype=torch.int32, device=q.device)
+        head_map = device_tensor(range(heads), q.device)
         vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
@@ -176,7 +177,7 @@ def block_sparse_attention(
     if backend == "triton":
         from .kernels.sparse_attention import block_sparse_forward
 
-        head_map = torch.arange(heads, dtype=torch.int32, device=q.device)
+        head_map = device_tensor(range(heads), q.device)
         block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: block_sparse_index_mask_rows(index, n, block_size, start, end)  # noqa: E731
@@ -205,7 +206,7 @@ def _per_head_budget(name: str, value, heads: int, minimum: int, device) -> torc
         raise ValueError(f"{name} must be an int or one value per query head ({heads}), got {len(values)} values")
     for item in values:
         check_positive_int(name, item, minimum)
-    return torch.tensor(values, dtype=torch.int32, device=device)
+    return device_tensor(values, device)
 
 
 def a_shape_attention(
@@ -244,7 +245,7 @@ def _a_shape_heads(q, k, v, heads, sinks, locals_, out, lse, seqlens, sm_scale, 
     if backend == "triton":
         from .kernels.sparse_attention import a_shape_forward
 
-        head_map = torch.tensor(heads, dtype=torch.int32, device=q.device)
+        head_map = device_tensor(heads, q.device)
         a_shape_forward(q, k, v, sinks, locals_.clamp_max(n), head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: a_shape_index_mask_rows(sinks, locals_, n, start, end)  # noqa: E731
@@ -333,7 +334,7 @@ def sparse_attention(
         if backend == "triton":
             from .kernels.sparse_attention import vertical_slash_forward
 
-            head_map = torch.tensor(vertical_slash_heads, dtype=torch.int32, device=q.device)
+            head_map = device_tensor(vertical_slash_heads, q.device)
             vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
         else:
             rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
@@ -348,7 +349,7 @@ def sparse_attention(
         if backend == "triton":
             from .kernels.sparse_attention import block_sparse_forward
 
-            head_map = torch.tensor(group, dtype=torch.int32, device=q.device)
+            head_map = device_tensor(group, q.device)
             block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
         else:
             rows = lambda start, end, index=index, bs=block_size: block_sparse_index_mask_rows(  # noqa: E731
@@ -361,8 +362,8 @@ def sparse_attention(
         windows = [per_head[h].local if isinstance(per_head[h], AShape) else n for h in window_heads]
         _a_shape_heads(
             q, k, v, window_heads,
-            torch.tensor(sinks, dtype=torch.int32, device=q.device),
-            torch.tensor(windows, dtype=torch.int32, device=q.device).clamp_max(n),
+            device_tensor(sinks, q.device),
+            device_tensor(windows, q.device).clamp_max(n),
             out, lse, seqlens, sm_scale, backend,
         )
     return _result(out, lse, return_lse)

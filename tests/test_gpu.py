@@ -82,19 +82,6 @@ def test_offsets_past_int32_are_correct():
     k = torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16)
     out = ops.a_shape_attention(q, k, v, 64, 128, out=torch.full_like(q, float("nan")))
-    tail = slice(n - 256, n)
-    q_tail, k_tail = q[:, -2:, tail], torch.cat([k[:, -1:, :64], k[:, -1:, tail]], dim=2)
-    v_tail = torch.cat([v[:, -1:, :64], v[:, -1:, tail]], dim=2)
-    # the last 256 rows of the last heads see the 64 sinks and their 128-wide window, nothing else
-    keep = torch.zeros(256, 64 + 256, dtype=torch.bool, device="cuda")
-    rows = torch.arange(256, device="cuda").view(-1, 1)
-    cols = torch.arange(256, device="cuda").view(1, -1)
-    keep[:, :64] = True
-    keep[:, 64:] = (cols <= rows) & (rows - cols < 128)
-    padded_q = torch.cat([torch.zeros_like(q_tail[:, :, :64]), q_tail], dim=2)
-    full_keep = torch.zeros(64 + 256, 64 + 256, dtype=torch.bool, device="cuda")
-    full_keep[64:] = keep
-    truth, _ = reference.attention(padded_q.float(), k_tail.float(), v_tail.float(), mask=full_keep, causal=False)
-    err = (out[:, -2:, tail].float() - truth[:, :, 64:]).abs().max().item()
-    assert not out[:, -2:, tail].isnan().any()
-    assert err < 2e-2, f"last heads, last rows: error {err:.3g}"
+    mask = lambda a, b: mi.index.a_shape_index_mask_rows(  # noqa: E731
+        torch.full((2,), 64, device="cuda"), torch.full((2,), 128, device="cuda"), n, a, b)
+    check_rows(out[:, -2:], q[:, -2:], k[:, -1:], v[:, -1:], mask, (n - 128, n), "a-shape, last heads of 1M")

@@ -8,6 +8,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 
 from .._checks import check_positive_int
+from .._device_cache import device_tensor
 from .base import Pattern, clip_to_lengths
 
 BLOCK_SIZES = (16, 32, 64, 128)
@@ -78,7 +79,7 @@ def estimate(
     per_chunk = max(1, ESTIMATE_BYTES // (4 * batch * (blocks * blocks + n * head_dim)))
     chosen = []
     for start in range(0, len(heads), per_chunk):
-        chunk = torch.tensor(list(heads[start : start + per_chunk]), device=device)
+        chunk = device_tensor(heads[start : start + per_chunk], device, torch.long)
         q_pooled = _pool(q.index_select(1, chunk), block_size, lengths)
         k_pooled = _pool(k.index_select(1, chunk // group), block_size, lengths)
         scores = torch.matmul(q_pooled, k_pooled.transpose(-1, -2)) * scale
@@ -86,7 +87,7 @@ def estimate(
         values, idx = scores.topk(width, dim=-1)
         chosen.append(torch.where(values > float("-inf"), idx, -1))
     block_idx = torch.cat(chosen, dim=1)
-    top_k = torch.tensor([p.top_k for p in patterns], device=device).view(1, -1, 1, 1)
+    top_k = device_tensor([p.top_k for p in patterns], device, torch.long).view(1, -1, 1, 1)
     rank = torch.arange(width, device=device).view(1, 1, 1, -1)
     return torch.where(rank < top_k, block_idx, -1).to(torch.int32)
 

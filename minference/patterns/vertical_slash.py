@@ -14,6 +14,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 
 from .._checks import check_positive_int
+from .._device_cache import device_tensor
 from .base import Pattern, clip_to_lengths
 
 TILE = 64
@@ -87,9 +88,9 @@ def estimate(
     vertical_scores, slash_scores = {}, {}
     for start in range(0, len(kv_heads), per_kv):
         chunk = kv_heads[start : start + per_kv]
-        kv_index = torch.tensor(chunk, device=device)
+        kv_index = device_tensor(chunk, device, torch.long)
         q_heads = [kv * group + g for kv in chunk for g in range(group)]
-        qc = q_last.index_select(1, torch.tensor(q_heads, device=device))
+        qc = q_last.index_select(1, device_tensor(q_heads, device, torch.long))
         qc = qc.view(batch, len(chunk), group * n_last, head_dim)
         scores = torch.matmul(qc, k.index_select(1, kv_index).transpose(-1, -2)).float() * scale
         scores = scores.view(batch, len(chunk) * group, n_last, n).masked_fill(~visible, float("-inf"))
@@ -104,7 +105,7 @@ def estimate(
     slash_score = torch.stack([slash_scores[h] for h in heads], dim=1)
 
     def budget(field: str) -> torch.Tensor:
-        return torch.tensor([getattr(p, field) for p in patterns], device=device).view(1, -1, 1)
+        return device_tensor([getattr(p, field) for p in patterns], device, torch.long).view(1, -1, 1)
 
     beyond = positions.view(1, 1, n) >= lengths.view(-1, 1, 1)
     vertical_score = vertical_score.masked_fill(positions.view(1, 1, n) < budget("sink"), float("inf"))
