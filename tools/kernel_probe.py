@@ -1,7 +1,7 @@
 """Quick kernel timing probe on a GPU: dense SDPA (flash, cuDNN) vs our kernels on fixed index sets.
 
 Kept for the kernel-tuning notes in docs/benchmarks.md; the full suite lives in bench/.
-Usage: python tools/kernel_probe.py [N ...]
+Usage: python tools/kernel_probe.py [--sweep] [N ...]   (--sweep: time the vertical-slash kernel per launch config)
 """
 import json
 import sys
@@ -58,6 +58,11 @@ def main(lengths):
         timings["vs_end_to_end_random"] = triton.testing.do_bench(
             lambda: mi.sparse_attention(q, k, v, pattern, validate=False, out=out), warmup=10, rep=50,
             return_mode="median")
+        for warps, stages in SWEEP:
+            launch = {"num_warps": warps, "num_stages": stages}
+            timings[f"vs_kernel_w{warps}_s{stages}"] = triton.testing.do_bench(
+                lambda: vertical_slash_forward(q, k, v, index, heads, out, launch=launch), warmup=25, rep=100,
+                return_mode="median")
         row = {"n": n, "density_local_heavy": density, **timings}
         row["dense_tflops_cudnn"] = tflops(n, hq, d, timings["sdpa_cudnn"])
         row["dense_tflops_flash"] = tflops(n, hq, d, timings["sdpa_flash"])
@@ -69,5 +74,11 @@ def main(lengths):
     return rows
 
 
+SWEEP = []
+
 if __name__ == "__main__":
-    main([int(x) for x in sys.argv[1:]] or [32768, 131072])
+    args = sys.argv[1:]
+    if "--sweep" in args:
+        args.remove("--sweep")
+        SWEEP = [(4, 2), (4, 3), (4, 4), (8, 2), (8, 3)]
+    main([int(x) for x in args] or [32768, 131072])

@@ -31,14 +31,25 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION: tl.constexpr):
-    """One key tile of the online softmax; ``valid [BM, BN]`` says which scores count."""
-    m_kv = key_ok[:, None] & m_d[None, :]
-    b_k = tl.load(k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd, mask=m_kv, other=0.0)
-    b_v = tl.load(v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd, mask=m_kv, other=0.0)
+            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
+            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+    """One key tile of the online softmax. ``MASKED`` tiles apply ``key_ok [BN]`` to the loads and ``valid [BM, BN]``
+    to the scores; tiles strictly below the diagonal and inside the sequence skip both (most of the work)."""
+    p_k = k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd
+    p_v = v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd
+    if MASKED:
+        b_k = tl.load(p_k, mask=key_ok[:, None] & m_d[None, :], other=0.0)
+        b_v = tl.load(p_v, mask=key_ok[:, None] & m_d[None, :], other=0.0)
+    elif EVEN_D:
+        b_k = tl.load(p_k)
+        b_v = tl.load(p_v)
+    else:
+        b_k = tl.load(p_k, mask=m_d[None, :], other=0.0)
+        b_v = tl.load(p_v, mask=m_d[None, :], other=0.0)
     # [BM, BN] scores in log2 units
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
-    b_s = tl.where(valid, b_s, float("-inf"))
+    if MASKED:
+        b_s = tl.where(valid, b_s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(b_s, 1))
     # a row with nothing valid yet keeps m = -inf; shift by 0 so exp2 gives 0 instead of NaN
     m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -74,7 +85,7 @@ def _vertical_slash_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, n_blocks, n_columns, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -99,13 +110,18 @@ def _vertical_slash_kernel(
     head_row = i_b.to(tl.int64) * n_sel + i_s
     live = i_m * BLOCK_M < seqlen
     n_walk = tl.where(live, tl.load(BlockCount + head_row * n_blocks + i_m), 0)
-    for t in range(0, n_walk):
+    # offsets ascend from p = 0, the diagonal tile: the only one that needs the causal and length masks
+    for t in range(1, n_walk):
         offset = tl.load(BlockOffsets + head_row * n_blocks + t)
         o_key = (i_m - offset) * BLOCK_N + o_n
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+    if n_walk > 0:
+        o_key = i_m * BLOCK_N + o_n
         key_ok = o_key < seqlen
         valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
 
     # gathered columns all lie left of this query block, so no causal test; skip those in walked blocks
     n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + i_m), 0)
@@ -117,7 +133,7 @@ def _vertical_slash_kernel(
         key_ok = m_c & (walked == 0)
         valid = key_ok[None, :] & (o_m[:, None] >= 0)
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -131,7 +147,7 @@ def _block_sparse_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, n_blocks, n_slots, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -155,13 +171,18 @@ def _block_sparse_kernel(
 
     row = (i_b.to(tl.int64) * n_sel + i_s) * n_blocks + i_m
     n_walk = tl.where(i_m * BLOCK_M < seqlen, tl.load(BlockCount + row), 0)
-    for t in range(0, n_walk):
+    # blocks ascend and end with the query block itself: only that last one needs the causal and length masks
+    for t in range(0, n_walk - 1):
         key_block = tl.load(Blocks + row * n_slots + t)
         o_key = key_block * BLOCK_N + o_n
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+    if n_walk > 0:
+        o_key = i_m * BLOCK_N + o_n
         key_ok = o_key < seqlen
         valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -175,7 +196,7 @@ def _a_shape_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -209,25 +230,26 @@ def _a_shape_kernel(
         valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
                  & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
     for key_block in range(window_start, last_block + 1):
         o_key = key_block * BLOCK_N + o_n
         key_ok = o_key < seqlen
         valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
                  & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION)
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
 
-def _launch_setup(q, k, v, out, lse, seqlens, sm_scale):
+def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch):
     """What every launch shares: lengths, strides, compile-time constants, GQA group size and the log2 scale."""
     batch, n_heads, n_ctx, head_dim = q.shape
     if seqlens is None:
         seqlens = torch.full((batch,), n_ctx, dtype=torch.int32, device=q.device)
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), PRECISION=dot_precision(q.dtype),
-                STORE_LSE=lse is not None, **launch_options(head_dim))
+                EVEN_D=head_dim == block_head_dim(head_dim), STORE_LSE=lse is not None,
+                **launch_options(head_dim), **(launch or {}))
     strides = [*q.stride(), *k.stride(), *v.stride(), *out.stride()]
     scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
     lse_arg = lse if lse is not None else out  # never written when STORE_LSE is off
@@ -236,11 +258,11 @@ def _launch_setup(q, k, v, out, lse, seqlens, sm_scale):
 
 def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tensor, out: torch.Tensor,
                            lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                           sm_scale: Optional[float] = None) -> None:
+                           sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """Write heads ``heads (Hs,)`` of ``out (B, Hq, N, D)`` (and ``lse (B, Hq, N)``) from a vertical-slash index
-    built for those heads. Inputs are assumed checked."""
+    built for those heads. Inputs are assumed checked; ``launch`` overrides ``num_warps``/``num_stages``."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale)
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
     n_blocks = index.block_count.shape[-1]
     grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
     _vertical_slash_kernel[grid](
@@ -253,10 +275,10 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
 
 def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, heads: torch.Tensor, out: torch.Tensor,
                          lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                         sm_scale: Optional[float] = None) -> None:
+                         sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """Write heads ``heads`` of ``out`` from a block-sparse index built for those heads."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale)
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
     n_blocks, n_slots = index.blocks.shape[-2:]
     grid = (triton.cdiv(n_ctx, block_size), batch * heads.numel())
     _block_sparse_kernel[grid](
@@ -268,10 +290,10 @@ def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, head
 
 def a_shape_forward(q, k, v, sink: torch.Tensor, local: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
                     lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                    sm_scale: Optional[float] = None) -> None:
+                    sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """Write heads ``heads`` of ``out`` for per-head ``sink (Hs,)`` and ``local (Hs,)`` int32 budgets."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale)
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
     grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
     _a_shape_kernel[grid](
         q, k, v, out, lse_arg, heads, seqlens, sink, local,
