@@ -249,7 +249,7 @@ def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch):
         seqlens = torch.full((batch,), n_ctx, dtype=torch.int32, device=q.device)
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), PRECISION=dot_precision(q.dtype),
                 EVEN_D=head_dim == block_head_dim(head_dim), STORE_LSE=lse is not None,
-                **launch_options(head_dim), **(launch or {}))
+                **{**launch_options(head_dim), **(launch or {})})
     strides = [*q.stride(), *k.stride(), *v.stride(), *out.stride()]
     scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
     lse_arg = lse if lse is not None else out  # never written when STORE_LSE is off
