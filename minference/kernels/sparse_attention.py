@@ -146,7 +146,8 @@ def _block_sparse_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, n_blocks, n_slots, group, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
@@ -169,20 +170,25 @@ def _block_sparse_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    row = (i_b.to(tl.int64) * n_sel + i_s) * n_blocks + i_m
+    # a program covers BLOCK_M rows of one query block; a key block is walked as BLOCK_SIZE // BLOCK_N sub-tiles, so
+    # 128-token blocks never need 128-wide tiles (which overflow shared memory at large head_dim)
+    query_block = (i_m * BLOCK_M) // BLOCK_SIZE
+    row = (i_b.to(tl.int64) * n_sel + i_s) * n_blocks + query_block
     n_walk = tl.where(i_m * BLOCK_M < seqlen, tl.load(BlockCount + row), 0)
     # blocks ascend and end with the query block itself: only that last one needs the causal and length masks
     for t in range(0, n_walk - 1):
         key_block = tl.load(Blocks + row * n_slots + t)
-        o_key = key_block * BLOCK_N + o_n
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+        for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
+            o_key = key_block * BLOCK_SIZE + sub * BLOCK_N + o_n
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
+                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
     if n_walk > 0:
-        o_key = i_m * BLOCK_N + o_n
-        key_ok = o_key < seqlen
-        valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
+            o_key = query_block * BLOCK_SIZE + sub * BLOCK_N + o_n
+            key_ok = o_key < seqlen
+            valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -249,7 +255,7 @@ def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch):
         seqlens = torch.full((batch,), n_ctx, dtype=torch.int32, device=q.device)
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), PRECISION=dot_precision(q.dtype),
                 EVEN_D=head_dim == block_head_dim(head_dim), STORE_LSE=lse is not None,
-                **{**launch_options(head_dim), **(launch or {})})
+                **{**launch_options(head_dim, q.dtype), **(launch or {})})
     strides = [*q.stride(), *k.stride(), *v.stride(), *out.stride()]
     scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
     lse_arg = lse if lse is not None else out  # never written when STORE_LSE is off
@@ -280,11 +286,12 @@ def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, head
     batch, n_heads, n_ctx, head_dim = q.shape
     seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
     n_blocks, n_slots = index.blocks.shape[-2:]
-    grid = (triton.cdiv(n_ctx, block_size), batch * heads.numel())
+    tile = min(block_size, TILE)
+    grid = (triton.cdiv(n_ctx, tile), batch * heads.numel())
     _block_sparse_kernel[grid](
         q, k, v, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, n_slots, group, scale,
-        BLOCK_M=block_size, BLOCK_N=block_size, **meta,
+        BLOCK_SIZE=block_size, BLOCK_M=tile, BLOCK_N=tile, **meta,
     )
 
 
