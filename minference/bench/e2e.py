@@ -1,0 +1,635 @@
+"""End-to-end prefill latency of a Llama-3-8B-1M-shaped model: dense (FA2, cuDNN), StreamingLLM, MInference.
+
+The published MInference experiment, re-measured: one forward over an ``N``-token prompt with ``use_cache=False`` and
+``logits_to_keep=1``, after warm-up, CUDA-synchronised, median of several runs, with peak GPU memory. All methods run
+the same model with the same token-chunked norms/MLPs (:mod:`minference.integrations.memory`); only attention
+differs:
+
+- ``dense_fa2``: exact causal attention through SDPA's flash backend (FlashAttention-2);
+- ``dense_cudnn``: the same through SDPA's cuDNN backend;
+- ``streaming``: every head A-shape (128 sinks + 3968 local), StreamingLLM's prefill;
+- ``inf_llm``: InfLLM (chunks of 512; 128 initial tokens, 4096 window, top-16 of 128-token memory blocks);
+- ``minference``: per-head patterns from a config (default: every head vertical-slash 1000/6096);
+- ``minference_static`` (on request, not in the default sweep): the same config with indices estimated on the
+  first prompt and reused, i.e. MInference without its estimation cost.
+
+Weights: a local checkpoint when given, else random weights built from the config (said in the output; random
+attention is far denser than a trained model's, so each layer's measured density is reported too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .. import baselines
+from .. import config as config_mod
+from ..integrations import hf, memory
+from ..patterns import AShape, BlockSparse, VerticalSlash
+from . import report
+
+LENGTHS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 1_000_000)
+"""The published table's prompt lengths."""
+
+METHODS = ("dense_fa2", "dense_cudnn", "streaming", "inf_llm", "minference")
+"""The default sweep: the published table's columns (plus cuDNN)."""
+ALL_METHODS = METHODS + ("minference_static",)
+"""Every method ``--methods`` accepts, in table order."""
+METHOD_TITLES = {
+    "dense_fa2": "FlashAttention-2 (SDPA flash)",
+    "dense_cudnn": "cuDNN (SDPA)",
+    "streaming": "StreamingLLM (A-shape 128+3968)",
+    "inf_llm": "InfLLM",
+    "minference": "MInference",
+    "minference_static": "MInference w/ static",
+}
+
+LLAMA3_8B_1M = dict(
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    rms_norm_eps=1e-5,
+    max_position_embeddings=1048576,
+    rope_theta=3.58e9,
+    tie_word_embeddings=False,
+    bos_token_id=128000,
+    eos_token_id=128001,
+)
+"""Llama-3-8B-Instruct-Gradient-1048k shapes (the RoPE base only changes values, not speed)."""
+
+PROMPT_TEXT = (
+    "A lighthouse keeper kept a ledger of every ship that passed the northern cape. Each entry noted the hour, "
+    "the weather, the colour of the sails and the direction of travel. Over forty years the ledger grew to "
+    "eleven volumes, and the keeper's daughter, who later became a cartographer, used it to reconstruct the "
+    "trade routes of the coast, the seasons of the fishing fleets and the slow change of the harbour's depth. "
+)
+"""The prompt: this text repeated and cut to exactly N tokens."""
+
+
+@dataclass(frozen=True)
+class E2ESettings:
+    """One benchmark run. ``layers=None`` keeps the model's layer count; ``max_dense_len`` skips dense methods above
+    it (dense at 1M takes tens of minutes); densities are measured at lengths ``<= density_max_len``."""
+
+    lengths: tuple = LENGTHS
+    methods: tuple = METHODS
+    checkpoint: Optional[str] = None
+    layers: Optional[int] = None
+    runs: int = 3
+    warmup: int = 1
+    chunk_size: int = memory.DEFAULT_CHUNK_SIZE
+    dense_below: int = hf.DEFAULT_DENSE_BELOW
+    config: Optional[str] = None
+    max_dense_len: Optional[int] = None
+    density_max_len: int = 131072
+    dtype: str = "bfloat16"
+    seed: int = 0
+
+
+def model_config(layers: Optional[int] = None):
+    """The transformers ``LlamaConfig`` of :data:`LLAMA3_8B_1M` (with ``layers`` decoder layers if given)."""
+    from transformers import LlamaConfig
+
+    shapes = dict(LLAMA3_8B_1M)
+    if layers is not None:
+        config_mod._check_int("layers", layers, 1)
+        shapes["num_hidden_layers"] = layers
+    return LlamaConfig(**shapes)
+
+
+def build_model(
+    checkpoint: Optional[str] = None,
+    layers: Optional[int] = None,
+    dtype=torch.bfloat16,
+    device="cuda",
+    seed: int = 0,
+):
+    """The model to time and a label saying which weights it has.
+
+    Random weights are created directly in ``dtype`` on ``device`` (an 8B model in float32 would need 32 GB first).
+
+    Returns:
+        ``(model, tokenizer or None, weights_label)``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    if checkpoint is not None:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation="sdpa").to(
+            device
+        )
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        if layers is not None:
+            model.model.layers = model.model.layers[:layers]
+            model.config.num_hidden_layers = layers
+        return model.eval(), tokenizer, f"checkpoint {checkpoint}"
+    config = model_config(layers)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval(), None, f"random weights (seed {seed}), {config.num_hidden_layers} layers"
+
+
+def prompt_ids(n: int, tokenizer=None, device="cpu") -> torch.Tensor:
+    """``(1, n)`` token ids: :data:`PROMPT_TEXT` tokenised once, repeated and cut to exactly ``n`` tokens.
+
+    Without a tokenizer (random weights) the text's UTF-8 bytes are the ids. Never decoded and re-tokenised, so the
+    length is exact.
+    """
+    config_mod._check_int("n", n, 1)
+    if tokenizer is not None:
+        unit = tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
+    else:
+        unit = list(PROMPT_TEXT.encode("utf-8"))
+    repeats = -(-n // len(unit))
+    return torch.tensor((unit * repeats)[:n], dtype=torch.long, device=device).view(1, n)
+
+
+def _sdpa_backend(method: str):
+    from torch.nn.attention import SDPBackend
+
+    return SDPBackend.FLASH_ATTENTION if method == "dense_fa2" else SDPBackend.CUDNN_ATTENTION
+
+
+def _backend_supports_gqa(backend, dtype) -> bool:
+    from torch.nn.attention import sdpa_kernel
+
+    q = torch.zeros(1, 4, 128, 128, dtype=dtype, device="cuda")
+    kv = torch.zeros(1, 1, 128, 128, dtype=dtype, device="cuda")
+    try:
+        with sdpa_kernel(backend):
+            torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True)
+        return True
+    except RuntimeError:
+        return False
+
+
+def expanded_dense_prefill(q, k, v, *, settings, seqlens, scaling, module=None) -> torch.Tensor:
+    """Dense prefill with K/V expanded to every query head, for SDPA backends without native GQA (what
+    transformers itself does there); only the dense baselines use it."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return hf.dense_prefill(q, k, v, settings=settings, seqlens=seqlens, scaling=scaling)
+
+
+hf.register_attention_type("dense_expanded_kv", expanded_dense_prefill)
+
+
+def method_config(method: str, model, config: Optional[str] = None):
+    """The per-head config a method runs (``None`` for the dense methods)."""
+    layers, heads = config_mod.model_shape(model.config)
+    if method == "streaming":
+        return config_mod.default(layers, heads, AShape(sink=128, local=3968))
+    if method in ("minference", "minference_static"):
+        return config_mod.validate(config, model.config) if config else config_mod.default(layers, heads)
+    return None
+
+
+@contextlib.contextmanager
+def use_method(model, method: str, settings: E2ESettings):
+    """Patch ``model`` for ``method`` (and pin the SDPA backend for the dense ones); yields a note for the output."""
+    from torch.nn.attention import sdpa_kernel
+
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
+    note = ""
+    if method.startswith("dense"):
+        backend = _sdpa_backend(method)
+        attn_type = "dense"
+        if not _backend_supports_gqa(backend, next(model.parameters()).dtype):
+            attn_type, note = "dense_expanded_kv", "K/V expanded per query head (backend has no native GQA)"
+        hf.patch(model, attn_type=attn_type, dense_below=0, chunk_size=settings.chunk_size)
+        stack = sdpa_kernel(backend)
+    else:
+        baselines.reset_static(model)  # a static run estimates on its own first prompt, not an earlier length's
+        hf.patch(
+            model,
+            method_config(method, model, settings.config),
+            attn_type=method,
+            dense_below=settings.dense_below,
+            chunk_size=settings.chunk_size,
+        )
+        stack = contextlib.nullcontext()
+    try:
+        with stack:
+            yield note
+    finally:
+        hf.unpatch(model)
+
+
+def time_prefill(model, ids: torch.Tensor, runs: int = 3, warmup: int = 1) -> dict:
+    """Median seconds of ``model(ids, use_cache=False, logits_to_keep=1)`` and the peak GPU memory.
+
+    Returns:
+        ``{"seconds": median, "runs": [...], "peak_gb": max allocated during the timed runs}``.
+    """
+    with torch.inference_mode():
+        for _ in range(warmup):
+            memory.prefill(model, ids)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(runs):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            memory.prefill(model, ids)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return {
+        "seconds": statistics.median(times),
+        "runs": times,
+        "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence) -> list:
+    """Executed-tile density of each query head's pattern on this input (``(1, Hq, N, D)`` q, ``(1, Hkv, N, D)`` k),
+    counted as :mod:`minference.bench.density` does (what the kernels load)."""
+    from ..index import build_block_sparse_index, build_vertical_slash_index
+    from ..patterns import block_sparse as block_sparse_pattern
+    from ..patterns import vertical_slash as vertical_slash_pattern
+    from .density import a_shape_density, block_sparse_density, vertical_slash_density
+
+    n = q.shape[2]
+    result = [1.0] * len(patterns)
+    vs = [h for h, p in enumerate(patterns) if isinstance(p, VerticalSlash)]
+    if vs:
+        vertical, slash = vertical_slash_pattern.estimate(q, k, [patterns[h] for h in vs], vs)
+        values = vertical_slash_density(build_vertical_slash_index(n, vertical, slash), n)[0].tolist()
+        for h, value in zip(vs, values):
+            result[h] = value
+    for size in sorted({p.block_size for p in patterns if isinstance(p, BlockSparse)}):
+        heads = [h for h, p in enumerate(patterns) if isinstance(p, BlockSparse) and p.block_size == size]
+        blocks = block_sparse_pattern.estimate(q, k, [patterns[h] for h in heads], heads)
+        for h, value in zip(
+            heads, block_sparse_density(build_block_sparse_index(blocks), n, size)[0].tolist()
+        ):
+            result[h] = value
+    for h, p in enumerate(patterns):
+        if isinstance(p, AShape):
+            result[h] = a_shape_density(n, p.sink, p.local)
+    return result
+
+
+def measure_density(model, ids: torch.Tensor, options: E2ESettings) -> list:
+    """Mean executed-tile density per layer of the MInference config on ``ids`` (one untimed forward, through the
+    pluggable attention-type hook)."""
+    per_layer = {}
+
+    def recording_prefill(q, k, v, *, settings, seqlens, scaling, module):
+        per_layer[module.layer_idx] = statistics.fmean(head_density(q, k, settings.patterns))
+        return hf.minference_prefill(q, k, v, settings=settings, seqlens=seqlens, scaling=scaling)
+
+    hf.register_attention_type("minference_density", recording_prefill)
+    try:
+        hf.patch(
+            model,
+            method_config("minference", model, options.config),
+            attn_type="minference_density",
+            dense_below=0,
+            chunk_size=options.chunk_size,
+        )
+        with torch.inference_mode():
+            memory.prefill(model, ids)
+    finally:
+        hf.unpatch(model)
+        del hf.ATTENTION_TYPES["minference_density"]
+    return [round(per_layer[i], 4) for i in sorted(per_layer)]
+
+
+def machine() -> dict:
+    import transformers
+    import triton
+
+    return {
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "transformers": transformers.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def run(settings: E2ESettings, progress: bool = True) -> dict:
+    """Run the sweep (lengths x methods) and return the result document (see :func:`markdown`).
+
+    Raises:
+        ValueError: no CUDA device, or an unknown method.
+    """
+    if not torch.cuda.is_available():
+        raise ValueError("the e2e benchmark needs a CUDA GPU")
+    for method in settings.methods:
+        if method not in ALL_METHODS:
+            raise ValueError(f"methods must be among {ALL_METHODS}, got {method!r}")
+    from tqdm.auto import tqdm
+
+    dtype = getattr(torch, settings.dtype)
+    model, tokenizer, weights = build_model(settings.checkpoint, settings.layers, dtype, seed=settings.seed)
+    document = {
+        "machine": machine(),
+        "weights": weights,
+        "model": model.config.to_dict(),
+        "settings": asdict(settings),
+        "rows": [],
+        "density": {},
+    }
+    jobs = [(n, method) for n in settings.lengths for method in settings.methods]
+    bar = tqdm(jobs, desc="e2e prefill", disable=not progress)
+    for n, method in bar:
+        bar.set_postfix_str(f"{n} tokens, {method}")
+        row = {"tokens": n, "method": method}
+        if method.startswith("dense") and settings.max_dense_len is not None and n > settings.max_dense_len:
+            row["skipped"] = f"dense above max_dense_len={settings.max_dense_len}"
+            document["rows"].append(row)
+            continue
+        ids = prompt_ids(n, tokenizer, device="cuda")
+        try:
+            with use_method(model, method, settings) as note:
+                row.update(time_prefill(model, ids, settings.runs, settings.warmup))
+                if note:
+                    row["note"] = note
+        except torch.cuda.OutOfMemoryError as error:
+            row["error"] = f"out of memory: {str(error).splitlines()[0]}"
+        torch.cuda.empty_cache()
+        document["rows"].append(row)
+        if method == "minference" and n <= settings.density_max_len and "error" not in row:
+            document["density"][str(n)] = measure_density(model, ids, settings)
+            torch.cuda.empty_cache()
+    return document
+
+
+def _format_tokens(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}K" if n % 1000 == 0 else str(n)
+
+
+def markdown(document: dict) -> str:
+    """The published table's format (lengths as rows, methods as columns, seconds), speedups of MInference, the
+    peak memory table, and the measured densities."""
+    rows = document["rows"]
+    methods = [m for m in ALL_METHODS if any(r["method"] == m for r in rows)]
+    lengths = sorted({r["tokens"] for r in rows})
+    cell = {(r["tokens"], r["method"]): r for r in rows}
+
+    def seconds(n, m):
+        row = cell.get((n, m), {})
+        return row.get("seconds")
+
+    def text(n, m, key, fmt):
+        row = cell.get((n, m))
+        if row is None:
+            return ""
+        if "seconds" in row:
+            return fmt.format(row[key])
+        return "OOM" if "out of memory" in row.get("error", "") else "skipped"
+
+    m = document["machine"]
+    lines = [
+        f"Prefill latency, seconds (median of {document['settings']['runs']}, after {document['settings']['warmup']} "
+        f"warm-up). {report.machine_line(m)} | transformers {m.get('transformers', '?')}",
+        f"Model: Llama-3-8B-1M shapes, {document['weights']}; `use_cache=False`, `logits_to_keep=1`, norms/MLP in "
+        f"chunks of {document['settings']['chunk_size']} tokens; sparse methods dense below "
+        f"{document['settings']['dense_below']} tokens.",
+        "",
+        "| tokens | "
+        + " | ".join(METHOD_TITLES[x] for x in methods)
+        + " | MInference × FA2 | MInference × cuDNN |",
+        "|---" * (len(methods) + 3) + "|",
+    ]
+    for n in lengths:
+        speedups = []
+        for base in ("dense_fa2", "dense_cudnn"):
+            a, b = seconds(n, base), seconds(n, "minference")
+            speedups.append(f"{a / b:.2f}" if a and b else "")
+        lines.append(
+            f"| {_format_tokens(n)} | "
+            + " | ".join(text(n, x, "seconds", "{:.3f}") for x in methods)
+            + " | "
+            + " | ".join(speedups)
+            + " |"
+        )
+    lines += [
+        "",
+        "Peak GPU memory (GiB, `max_memory_allocated`):",
+        "",
+        "| tokens | " + " | ".join(METHOD_TITLES[x] for x in methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for n in lengths:
+        lines.append(
+            f"| {_format_tokens(n)} | " + " | ".join(text(n, x, "peak_gb", "{:.1f}") for x in methods) + " |"
+        )
+    notes = sorted({r["note"] for r in rows if r.get("note")})
+    if notes:
+        lines += [""] + [f"Note: {note}" for note in notes]
+    if document["density"]:
+        lines += [
+            "",
+            "MInference executed-tile density per layer (mean over heads; random weights give near-uniform "
+            "attention, hence far denser indices than a trained model's):",
+            "",
+        ]
+        for n, values in sorted(document["density"].items(), key=lambda item: int(item[0])):
+            lines.append(
+                f"- {_format_tokens(int(n))}: mean {statistics.fmean(values):.3f}; per layer "
+                + ", ".join(f"{v:.3f}" for v in values)
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(document: dict, path: str) -> None:
+    """Latency against prompt length, one line per method, log-log; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in ALL_METHODS:
+        points = sorted(
+            (r["tokens"], r["seconds"]) for r in document["rows"] if r["method"] == method and "seconds" in r
+        )
+        if points:
+            ax.plot(*zip(*points), marker="o", label=METHOD_TITLES[method])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel("prefill seconds")
+    ax.set_title(f"Llama-3-8B-1M prefill, {document['machine']['gpu']}\n{document['weights']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=130)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_outputs(document: dict, out_dir: str) -> dict:
+    """``e2e.json``, ``e2e.md`` and ``e2e.png`` under ``out_dir``; returns their paths."""
+    paths = {key: os.path.join(out_dir, f"e2e.{key}") for key in ("json", "md", "png")}
+    report.write_json_atomic(paths["json"], document)
+    report.write_text_atomic(paths["md"], markdown(document))
+    write_chart(document, paths["png"])
+    return paths
+
+
+def merge(documents: Sequence[dict]) -> dict:
+    """One document from several runs of the same model (e.g. one length per command): rows and densities are
+    concatenated, a later run's row replaces an earlier one for the same (tokens, method).
+
+    Raises:
+        ValueError: no documents, or runs on different GPUs or weights (their numbers are not comparable).
+    """
+    if not documents:
+        raise ValueError("documents must hold at least one e2e result")
+    first = documents[0]
+    for doc in documents[1:]:
+        if doc["machine"].get("gpu") != first["machine"].get("gpu") or doc["weights"] != first["weights"]:
+            raise ValueError(
+                f"cannot merge runs on {doc['machine'].get('gpu')!r} / {doc['weights']!r} with runs on "
+                f"{first['machine'].get('gpu')!r} / {first['weights']!r}"
+            )
+    rows = {}
+    density = {}
+    for doc in documents:
+        rows.update({(row["tokens"], row["method"]): row for row in doc["rows"]})
+        density.update(doc.get("density", {}))
+    merged = dict(first)
+    merged["rows"] = [rows[key] for key in sorted(rows, key=lambda key: (key[0], ALL_METHODS.index(key[1])))]
+    merged["density"] = density
+    merged["settings"] = dict(first["settings"], lengths=sorted({key[0] for key in rows}))
+    return merged
+
+
+def parse_lengths(text: str) -> tuple:
+    """``"1K,10K,1M"`` or ``"1000,10000"`` -> ``(1000, 10000, 1000000)`` (K = 1000, M = 1000000, as published).
+
+    Raises:
+        argparse.ArgumentTypeError: an unparsable item.
+    """
+    lengths = []
+    for item in text.split(","):
+        item = item.strip().upper()
+        scale = {"K": 1000, "M": 1_000_000}.get(item[-1:], 1)
+        try:
+            value = int(float(item[:-1] if scale > 1 else item) * scale)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"cannot parse length {item!r} (use e.g. 100K or 1M)") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"lengths must be >= 1, got {item!r}")
+        lengths.append(value)
+    return tuple(lengths)
+
+
+def _run_cli(args) -> int:
+    if args.merge:
+        documents = []
+        for path in args.merge:
+            with open(path, encoding="utf-8") as handle:
+                documents.append(json.load(handle))
+        document = merge(documents)
+        paths = write_outputs(document, args.out)
+        print(markdown(document))
+        print("wrote " + ", ".join(paths.values()))
+        return 0
+    settings = E2ESettings(
+        lengths=args.lengths,
+        methods=tuple(args.methods.split(",")),
+        checkpoint=args.checkpoint,
+        layers=args.layers,
+        runs=args.runs,
+        warmup=args.warmup,
+        chunk_size=args.chunk_size,
+        dense_below=args.dense_below,
+        config=args.config,
+        max_dense_len=args.max_dense_len,
+        density_max_len=args.density_max_len,
+    )
+    document = run(settings, progress=not args.quiet)
+    paths = write_outputs(document, args.out)
+    print(markdown(document))
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``e2e`` on the ``minference bench`` sub-parsers."""
+    parser = subparsers.add_parser(
+        "e2e",
+        help="end-to-end prefill latency (Llama-3-8B-1M shapes)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--lengths", type=parse_lengths, default=LENGTHS, help="e.g. 1K,10K,100K,1M")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(ALL_METHODS)}")
+    parser.add_argument("--checkpoint", help="local model directory (default: random weights)")
+    parser.add_argument("--layers", type=int, help="keep only this many decoder layers")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--chunk-size", type=int, default=memory.DEFAULT_CHUNK_SIZE, help="norm/MLP tokens per chunk"
+    )
+    parser.add_argument(
+        "--dense-below",
+        type=int,
+        default=hf.DEFAULT_DENSE_BELOW,
+        help="sparse methods run dense below this many tokens",
+    )
+    parser.add_argument(
+        "--config", help="MInference config (path or registry name; default vertical-slash 1000/6096)"
+    )
+    parser.add_argument("--max-dense-len", type=int, help="skip the dense methods above this length")
+    parser.add_argument(
+        "--density-max-len", type=int, default=131072, help="measure densities up to this length"
+    )
+    parser.add_argument("--out", default="bench-results/e2e", help="folder for e2e.json, e2e.md, e2e.png")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="do not run: merge e2e.json files of earlier runs (e.g. one length each) into --out",
+    )
+    parser.set_defaults(run=_run_cli)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m minference.bench.e2e [options]``: the same as ``minference bench e2e [options]``."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m minference.bench")
+    add_e2e_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["e2e", *(sys.argv[1:] if argv is None else argv)])
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""FlexAttention on the same mask as our kernels: a ``BlockMask`` built straight from our tile indices.
+
+FlexAttention walks 128 x 128 blocks. A 128-block is *full* (no ``mask_mod`` evaluated) when it lies strictly
+below the diagonal and every element of it is kept; it is *partial* when it holds at least one kept element;
+the ``mask_mod`` is the exact predicate of our kernel, so both compute the same function. The block lists are
+made from a dense ``(B, H, R, R)`` tile map, so this is meant for N up to a few hundred thousand.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Optional
+
+import torch
+
+from ..index import TILE, BlockSparseIndex, VerticalSlashIndex
+
+FLEX_BLOCK = 128
+
+
+def _coarsen(tiles: torch.Tensor, factor: int, how: str) -> torch.Tensor:
+    """``(B, H, R, R)`` bool at fine tiles -> coarse tiles (``any`` or ``all`` of each ``factor x factor``
+    group)."""
+    if factor == 1:
+        return tiles
+    batch, heads, rows, _ = tiles.shape
+    coarse = -(-rows // factor)
+    pad = coarse * factor - rows
+    fill = how == "all"
+    tiles = torch.nn.functional.pad(tiles, (0, pad, 0, pad), value=fill) if pad else tiles
+    grouped = tiles.view(batch, heads, coarse, factor, coarse, factor)
+    return grouped.all(dim=5).all(dim=3) if how == "all" else grouped.any(dim=5).any(dim=3)
+
+
+def _strictly_lower(rows: int, device) -> torch.Tensor:
+    ids = torch.arange(rows, device=device)
+    return ids.view(-1, 1) > ids.view(1, -1)
+
+
+def _block_mask(partial: torch.Tensor, full: torch.Tensor, mask_mod: Callable, n: int):
+    """A ``BlockMask`` from coarse ``(B, H, R, R)`` maps of partial and full 128-blocks."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    def lists(tiles):
+        count = tiles.sum(dim=-1, dtype=torch.int32)
+        order = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+        return count.contiguous(), order.contiguous()
+
+    kv_num, kv_idx = lists(partial & ~full)
+    full_num, full_idx = lists(full)
+    options = {"BLOCK_SIZE": FLEX_BLOCK, "mask_mod": mask_mod}
+    parameters = inspect.signature(BlockMask.from_kv_blocks).parameters
+    if "seq_lengths" in parameters:
+        options["seq_lengths"] = (n, n)
+    if "compute_q_blocks" in parameters:
+        options["compute_q_blocks"] = False
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, **options)
+
+
+def _density(partial: torch.Tensor, n: int) -> float:
+    from .density import causal_tiles
+
+    batch, heads = partial.shape[:2]
+    return float(partial.sum()) / (batch * heads * causal_tiles(n, FLEX_BLOCK))
+
+
+def vertical_slash_block_mask(index: VerticalSlashIndex, n: int):
+    """``(BlockMask, density)`` for a vertical-slash index built for length ``n``."""
+    present = index.block_present.bool()  # [B, H, R]
+    batch, heads, rows = present.shape
+    device = present.device
+    m = torch.arange(rows, device=device)
+    distance = (m.view(-1, 1) - m.view(1, -1)).clamp_min(0)
+    walked = present[:, :, distance] & (m.view(-1, 1) >= m.view(1, -1))  # [B, H, R, R]
+    is_column = torch.zeros(batch, heads, n + 1, dtype=torch.bool, device=device)
+    is_column.scatter_(2, index.columns.long().clamp_max(n), True)
+    is_column = is_column[..., :n].contiguous()
+    has_column = (
+        torch.nn.functional.pad(is_column, (0, rows * TILE - n)).view(batch, heads, rows, TILE).any(-1)
+    )
+    gathered = has_column.unsqueeze(2) & _strictly_lower(rows, device)
+    factor = FLEX_BLOCK // TILE
+    partial = _coarsen(walked | gathered, factor, "any")
+    full = _coarsen(walked, factor, "all") & _strictly_lower(partial.shape[-1], device)
+    del walked, gathered
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        q_block = q_idx // TILE
+        walked_tile = present[b, h, (q_block - kv_idx // TILE).clamp(min=0)]
+        column = is_column[b, h, kv_idx] & (kv_idx < q_block * TILE)
+        return (kv_idx <= q_idx) & (walked_tile | column)
+
+    return _block_mask(partial, full, mask_mod, n), _density(partial, n)
+
+
+def block_sparse_block_mask(index: BlockSparseIndex, n: int, block_size: int):
+    """``(BlockMask, density)`` for a block-sparse index (blocks of ``block_size`` <= 128) built for length
+    ``n``."""
+    if FLEX_BLOCK % block_size:
+        raise ValueError(f"block_size must divide {FLEX_BLOCK}, got {block_size}")
+    batch, heads, rows, slots = index.blocks.shape
+    device = index.blocks.device
+    used = torch.arange(slots, device=device).view(1, 1, 1, -1) < index.block_count.unsqueeze(-1)
+    listed = torch.zeros(batch, heads, rows, rows + 1, dtype=torch.bool, device=device)
+    listed.scatter_(3, torch.where(used, index.blocks.long(), rows), used)
+    listed = listed[..., :rows].contiguous()
+    factor = FLEX_BLOCK // block_size
+    partial = _coarsen(listed, factor, "any")
+    full = _coarsen(listed, factor, "all") & _strictly_lower(partial.shape[-1], device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & listed[b, h, q_idx // block_size, kv_idx // block_size]
+
+    return _block_mask(partial, full, mask_mod, n), _density(partial, n)
+
+
+def a_shape_block_mask(n: int, sink: int, local: int, device):
+    """``(BlockMask, density)`` of an A-shape head (one mask broadcast over batch and heads)."""
+    rows = -(-n // FLEX_BLOCK)
+    ids = torch.arange(rows, device=device)
+    q_first, q_last = ids.view(-1, 1) * FLEX_BLOCK, ids.view(-1, 1) * FLEX_BLOCK + FLEX_BLOCK - 1
+    k_first, k_last = ids.view(1, -1) * FLEX_BLOCK, ids.view(1, -1) * FLEX_BLOCK + FLEX_BLOCK - 1
+    causal = k_first <= q_last
+    partial = causal & ((k_first < sink) | (q_first - k_last < local))
+    full = (k_last < q_first) & ((k_last < sink) | (q_last - k_first < local))
+    partial, full = partial.view(1, 1, rows, rows), full.view(1, 1, rows, rows)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & ((kv_idx < sink) | (q_idx - kv_idx < local))
+
+    return _block_mask(partial, full, mask_mod, n), _density(partial, n)
+
+
+_COMPILED: Optional[Callable] = None
+
+
+def flex_attention_compiled() -> Callable:
+    """``torch.compile(flex_attention)``, once per process, with room for one graph per shape and mask
+    kind."""
+    global _COMPILED
+    if _COMPILED is None:
+        import torch._dynamo
+        from torch.nn.attention.flex_attention import flex_attention
+
+        for name in (
+            "cache_size_limit",
+            "recompile_limit",
+            "accumulated_cache_size_limit",
+            "accumulated_recompile_limit",
+        ):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(256, getattr(torch._dynamo.config, name)))
+        # dynamic=None: the second length seen compiles a dynamic-shape graph that serves all later lengths
+        _COMPILED = torch.compile(flex_attention)
+    return _COMPILED

@@ -1,0 +1,186 @@
+"""Benchmark output: the markdown table, the JSON document (written atomically) and the latency chart."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+COLUMNS = (
+    ("N", "n"),
+    ("batch", "batch"),
+    ("method", "method"),
+    ("pattern", "pattern"),
+    ("budget", "budget"),
+    ("index set", "index_set"),
+    ("density", "density"),
+    ("ms", "ms"),
+    ("est+index ms", "estimate_ms"),
+    ("TFLOP/s dense-eq", "dense_tflops"),
+    ("TFLOP/s kept", "kept_tflops"),
+    ("× FA2", "speedup_vs_sdpa_flash"),
+    ("× cuDNN", "speedup_vs_sdpa_cudnn"),
+    ("× Flex", "speedup_vs_flex"),
+)
+"""(header, row key) of the markdown table, in order."""
+
+
+def _atomic_write(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str, document: Any, indent: Optional[int] = 1) -> None:
+    """Write ``document`` as JSON; readers see the old file or the new one, never a partial one.
+
+    Raises:
+        ValueError: ``document`` holds NaN or infinity. TypeError: it holds something JSON cannot represent.
+    """
+    data = json.dumps(document, indent=indent, allow_nan=False, default=_jsonable).encode()
+    _atomic_write(path, lambda f: f.write(data + b"\n"))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def _cell(key: str, row: Mapping) -> str:
+    value = row.get(key)
+    if key == "n":
+        return _size(value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if key == "ms":
+        text = f"{value:.3g}" if value < 100 else f"{value:.0f}"
+        return ("~" + text) if row.get("extrapolated") else text
+    if key == "density":
+        return f"{value:.1%}" if value < 10 else f"{value:.0f}×"
+    if key.startswith("speedup"):
+        return f"{value:.2f}×"
+    if key.endswith("tflops"):
+        return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+    if key == "estimate_ms":
+        return f"{value:.3g}"
+    return str(value)
+
+
+def machine_line(machine: Mapping) -> str:
+    """``GPU | CUDA | torch | triton | date`` as one line."""
+    parts = [
+        machine.get("gpu", "?"),
+        f"CUDA {machine.get('cuda') or '–'}",
+        f"torch {machine.get('torch', '?')}",
+        f"triton {machine.get('triton', '?')}",
+        f"{machine.get('dtype', '')}",
+        machine.get("date", ""),
+    ]
+    return " | ".join(p for p in parts if p)
+
+
+def markdown_table(rows: Sequence[Mapping], machine: Optional[Mapping] = None) -> str:
+    """A markdown table of measured rows (skipped/failed rows are listed below it with their reason)."""
+    done = [r for r in rows if r.get("status") == "ok"]
+    lines = []
+    if machine:
+        lines += [f"**{machine_line(machine)}**", ""]
+    lines.append("| " + " | ".join(h for h, _ in COLUMNS) + " |")
+    lines.append(
+        "|"
+        + "|".join("---" if k in ("method", "pattern", "budget", "index_set") else "---:" for _, k in COLUMNS)
+        + "|"
+    )
+    for row in done:
+        lines.append("| " + " | ".join(_cell(k, row) for _, k in COLUMNS) + " |")
+    if any(r.get("extrapolated") for r in done):
+        lines += ["", "`~` extrapolated ∝ N² from the largest measured N (dense baselines only)."]
+    other = [r for r in rows if r.get("status") != "ok"]
+    if other:
+        lines += ["", "Not measured:"]
+        for r in other:
+            what = " ".join(x for x in (r["method"], r.get("pattern"), r.get("index_set")) if x)
+            lines.append(f"- {_size(r['n'])}×{r['batch']} {what}: {r['status']}")
+    return "\n".join(lines) + "\n"
+
+
+def series_label(row: Mapping) -> str:
+    """One chart line per method: ``method`` for baselines, ``method pattern/index set`` otherwise."""
+    parts = [row["method"]]
+    if row.get("pattern") and row["pattern"] != "dense":
+        parts.append(f"{row['pattern']}/{row.get('index_set')}")
+    return " ".join(parts)
+
+
+def write_chart(path: str, rows: Iterable[Mapping], title: str = "") -> None:
+    """Latency vs N, log-log, one line per method (one panel per batch size), written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.get("status") == "ok" and r.get("ms")]
+    batches = sorted({r["batch"] for r in done}) or [1]
+    fig, axes = plt.subplots(1, len(batches), figsize=(9.5 * len(batches), 5), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        series: dict[str, list] = {}
+        for row in done:
+            if row["batch"] == batch:
+                series.setdefault(series_label(row), []).append(
+                    (row["n"], row["ms"], row.get("extrapolated"))
+                )
+        for label, points in sorted(series.items()):
+            points.sort()
+            dense = label.split()[0] in ("sdpa_flash", "sdpa_cudnn", "sdpa")
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                markersize=3,
+                linestyle="--" if dense else "-",
+                linewidth=2 if dense else 1.2,
+                label=label,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"batch {batch}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+
+    def save(f):
+        fig.savefig(f, format="png", dpi=110)
+
+    try:
+        _atomic_write(path, save)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,104 @@
+"""The e2e benchmark's CPU-side pieces: prompt length, length parsing, density counting, report files, CLI."""
+import argparse
+import json
+
+import pytest
+import torch
+
+from minference import AShape, BlockSparse, Dense, VerticalSlash
+from minference.bench import e2e
+
+
+def test_prompt_is_exactly_n_tokens_of_repeated_text():
+    for n in (1, 7, 1000, 4099):
+        ids = e2e.prompt_ids(n)
+        assert ids.shape == (1, n) and ids.dtype == torch.long
+    unit = list(e2e.PROMPT_TEXT.encode())
+    assert e2e.prompt_ids(2 * len(unit) + 3)[0].tolist() == unit * 2 + unit[:3]
+
+
+def test_lengths_parse_like_the_published_table():
+    assert e2e.parse_lengths("1K, 10K,1M,300000") == (1000, 10000, 1_000_000, 300000)
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot parse length 'TENK'"):
+        e2e.parse_lengths("tenK")
+
+
+def test_model_config_has_llama3_8b_shapes():
+    config = e2e.model_config(layers=2)
+    assert (config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.num_hidden_layers) == (
+        4096, 32, 8, 2)
+
+
+def test_head_density_is_one_for_full_budgets_and_below_for_sparse_ones():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 4, 512, 16), torch.randn(1, 2, 512, 16)
+    full = e2e.head_density(q, k, [VerticalSlash(512, 512), Dense(), AShape(0, 512), BlockSparse(8, 64)])
+    assert full[1] == 1.0 and full[2] == 1.0 and full[3] == 1.0 and full[0] >= 1.0
+    q, k = torch.randn(1, 4, 2048, 16), torch.randn(1, 2, 2048, 16)
+    sparse = e2e.head_density(q, k, [VerticalSlash(8, 8, sink=2, local=4), AShape(0, 64), BlockSparse(2, 64),
+                                     VerticalSlash(4, 4, sink=1, local=2)])
+    assert all(0 < value < 1 for value in sparse), sparse
+
+
+def fake_document():
+    rows = []
+    for n, base in ((10_000, 1.0), (1_000_000, 600.0)):
+        rows += [{"tokens": n, "method": "dense_fa2", "seconds": base, "runs": [base], "peak_gb": 20.0},
+                 {"tokens": n, "method": "dense_cudnn", "seconds": base * 0.7, "runs": [base], "peak_gb": 20.0},
+                 {"tokens": n, "method": "minference", "seconds": base / 10, "runs": [base], "peak_gb": 21.5}]
+    rows.append({"tokens": 1_000_000, "method": "streaming", "error": "out of memory: CUDA"})
+    settings = e2e.E2ESettings(lengths=(10_000, 1_000_000))
+    return {"machine": {"gpu": "Test GPU", "torch": "2.x"}, "weights": "random weights (seed 0), 32 layers",
+            "settings": e2e.asdict(settings), "rows": rows, "density": {"10000": [0.5, 0.25]}}
+
+
+def test_markdown_has_methods_as_columns_lengths_as_rows_and_speedups():
+    text = e2e.markdown(fake_document())
+    assert "| tokens | FlashAttention-2 (SDPA flash) | cuDNN (SDPA) | MInference | StreamingLLM" not in text
+    header = next(line for line in text.splitlines() if line.startswith("| tokens |"))
+    assert header.startswith("| tokens | FlashAttention-2 (SDPA flash) | cuDNN (SDPA) | StreamingLLM")
+    assert "| 1M | 600.000 | 420.000 | OOM | 60.000 | 10.00 | 7.00 |" in text
+    assert "- 10K: mean 0.375; per layer 0.500, 0.250" in text
+    assert "random weights" in text
+
+
+def test_outputs_are_written(tmp_path):
+    paths = e2e.write_outputs(fake_document(), str(tmp_path))
+    assert json.loads(open(paths["json"]).read())["rows"][0]["method"] == "dense_fa2"
+    assert open(paths["png"], "rb").read(4) == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2e.json", "e2e.md", "e2e.png"]
+
+
+def test_cli_parser_registers_e2e():
+    parser = argparse.ArgumentParser()
+    e2e.add_e2e_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["e2e", "--lengths", "100K,1M", "--methods", "dense_cudnn,minference", "--layers", "4"])
+    assert args.lengths == (100_000, 1_000_000) and args.layers == 4 and args.run is e2e._run_cli
+
+
+def test_run_refuses_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        e2e.run(e2e.E2ESettings(lengths=(1000,)))
+
+
+def test_merge_combines_runs_and_refuses_other_gpus():
+    first, second = fake_document(), fake_document()
+    second["rows"] = [{"tokens": 500_000, "method": "minference", "seconds": 30.0, "runs": [30.0], "peak_gb": 40.0}]
+    second["density"] = {"500000": [0.1]}
+    merged = e2e.merge([first, second])
+    assert [(r["tokens"], r["method"]) for r in merged["rows"]][:4] == [
+        (10_000, "dense_fa2"), (10_000, "dense_cudnn"), (10_000, "minference"), (500_000, "minference")]
+    assert set(merged["density"]) == {"10000", "500000"} and merged["settings"]["lengths"] == [10_000, 500_000, 1_000_000]
+    second["machine"] = {"gpu": "Other GPU"}
+    with pytest.raises(ValueError, match="cannot merge runs on 'Other GPU'"):
+        e2e.merge([first, second])
+
+
+def test_cli_merge_writes_the_table(tmp_path, capsys):
+    paths = e2e.write_outputs(fake_document(), str(tmp_path / "a"))
+    parser = argparse.ArgumentParser()
+    e2e.add_e2e_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["e2e", "--merge", paths["json"], "--out", str(tmp_path / "merged")])
+    assert args.run(args) == 0
+    assert "| 1M | 600.000 |" in (tmp_path / "merged" / "e2e.md").read_text()
