@@ -1,0 +1,116 @@
+"""Eval harness: run a benchmark through the ``minference eval`` code path, then assert ``thresholds.toml``.
+
+Environment (all optional):
+    MINFERENCE_EVAL_MODEL    local checkpoint / hub id (default: the shipped SmolLM2-135M-Instruct)
+    MINFERENCE_EVAL_METHODS  default ``dense,minference,minference@0.1``
+    MINFERENCE_EVAL_OUT      results folder (default ``results/evals``; runs resume from it)
+    MINFERENCE_EVAL_SAMPLES  examples per task and length (default 10 for RULER/InfiniteBench, 4 windows for PPL)
+    MINFERENCE_EVAL_DATA     folder of InfiniteBench jsonl files; MINFERENCE_EVAL_SQUAD / _HOTPOTQA for RULER QA
+    MINFERENCE_EVAL_ARGS     extra ``minference eval`` arguments (e.g. ``--rope-scaling 2``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from minference.evals import cli as eval_cli
+from minference.evals.models import model_name
+from minference.evals.results import ResultStore
+from minference.evals.runner import ppl_by_method
+
+THRESHOLDS = Path(__file__).with_name("thresholds.toml")
+
+
+def thresholds(benchmark: str) -> list:
+    """``(task, length, min_score, max_drop)`` for the configured model and ``benchmark``."""
+    table = tomllib.loads(THRESHOLDS.read_text())
+    model = model_name(os.environ.get("MINFERENCE_EVAL_MODEL"))
+    rows = []
+    for task, per_length in table.get(model, {}).get(benchmark, {}).items():
+        for length, limit in per_length.items():
+            rows.append((task, int(length), float(limit["min_score"]), float(limit["max_drop"])))
+    return rows
+
+
+def run_benchmark(benchmark: str, lengths, tasks=None) -> ResultStore:
+    """Run (or resume) ``minference eval BENCHMARK`` for the configured model and return its store."""
+    argv = [
+        "eval",
+        benchmark,
+        "--lengths",
+        ",".join(map(str, sorted(set(lengths)))),
+        "--methods",
+        os.environ.get("MINFERENCE_EVAL_METHODS", "dense,minference,minference@0.1"),
+        "--out",
+        os.environ.get("MINFERENCE_EVAL_OUT", "results/evals"),
+    ]
+    if os.environ.get("MINFERENCE_EVAL_MODEL"):
+        argv += ["--model", os.environ["MINFERENCE_EVAL_MODEL"]]
+    if tasks is not None:
+        argv += ["--tasks", ",".join(tasks)]
+    samples = os.environ.get("MINFERENCE_EVAL_SAMPLES")
+    if samples and benchmark != "needle":
+        argv += ["--samples", samples]
+    if benchmark == "infinitebench" and os.environ.get("MINFERENCE_EVAL_DATA"):
+        argv += ["--data-dir", os.environ["MINFERENCE_EVAL_DATA"]]
+    if benchmark == "ruler":
+        for flag, env in (("--squad", "MINFERENCE_EVAL_SQUAD"), ("--hotpotqa", "MINFERENCE_EVAL_HOTPOTQA")):
+            if os.environ.get(env):
+                argv += [flag, os.environ[env]]
+    if benchmark == "needle":
+        argv += ["--question-first"]
+    argv += shlex.split(os.environ.get("MINFERENCE_EVAL_ARGS", ""))
+    parser = argparse.ArgumentParser()
+    eval_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    args.run(args)
+    stem = Path(args.out) / f"{benchmark}-{model_name(args.model)}.json"
+    return ResultStore(stem)
+
+
+def cell_scores(store: ResultStore, task: str, length: int) -> dict:
+    """Method -> score of one (task, length) cell; ``average`` averages over tasks, ``ppl`` gives perplexity."""
+    if task == "ppl":
+        return {m: points[length] for m, points in ppl_by_method(store).items() if length in points}
+    scores = store.scores()
+    out = {}
+    for method, cells in scores.items():
+        values = [v for (t, n), v in cells.items() if n == length and (task == "average" or t == task)]
+        if values:
+            out[method] = sum(values) / len(values)
+    return out
+
+
+def check(store: ResultStore, task: str, length: int, min_score: float, max_drop: float) -> None:
+    """Assert every sparse method's cell against the limits, printing the whole row on failure."""
+    scores = cell_scores(store, task, length)
+    if task in store.skipped:
+        pytest.skip(store.skipped[task])
+    assert "dense" in scores, f"no dense result for {task}@{length}: {json.dumps(scores)}"
+    dense = scores["dense"]
+    sparse = {m: s for m, s in scores.items() if m != "dense"}
+    assert sparse, f"no sparse method ran for {task}@{length}"
+    lower_is_better = task == "ppl"
+    for method, score in sparse.items():
+        if lower_is_better:
+            increase = 100.0 * (score / dense - 1.0)
+            assert score <= min_score and increase <= max_drop, (
+                f"{method} {task}@{length}: ppl {score:.3f} vs dense {dense:.3f} (+{increase:.2f} %, limit {max_drop} %)"
+            )
+        else:
+            assert score >= min_score and dense - score <= max_drop, (
+                f"{method} {task}@{length}: {score:.1f} vs dense {dense:.1f} "
+                f"(min {min_score}, max drop {max_drop}); all: {json.dumps(scores)}"
+            )

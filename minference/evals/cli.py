@@ -1,0 +1,177 @@
+"""``minference eval needle|ruler|infinitebench|ppl``: run a benchmark, sparse vs dense, and write results.
+
+Writes ``{out}/{benchmark}-{model}.json`` (resumable), ``.md`` (tables) and, for needle and ppl, a ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import infinitebench, needle, ruler
+from .methods import parse_methods
+from .models import load_model
+from .plots import needle_heatmap, ppl_curve
+from .report import by_length, by_task, density_table, ppl_table, skipped_lines
+from .results import ResultStore, atomic_write_text
+from .runner import ppl_by_method, run_examples, run_ppl
+
+
+def _ints(text: str) -> list:
+    try:
+        values = [int(float(x)) for x in text.replace("k", "000").replace("K", "000").split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _floats(text: str) -> list:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _common(parser: argparse.ArgumentParser, lengths: str) -> None:
+    parser.add_argument(
+        "--model", default=None, help="local checkpoint or hub id (default: SmolLM2-135M-Instruct)"
+    )
+    parser.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    parser.add_argument("--rope-scaling", type=float, default=None, help="YaRN factor to stretch the context")
+    parser.add_argument(
+        "--methods",
+        default="dense,minference,minference@0.1",
+        help="comma-separated: dense, minference, minference@DENSITY, minference:CONFIG.json",
+    )
+    parser.add_argument(
+        "--lengths", type=_ints, default=_ints(lengths), help=f"context lengths (default {lengths})"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", default="results/evals", help="output folder")
+    parser.add_argument(
+        "--text-dir", default=None, help="folder of .txt files for natural text (default Gutenberg)"
+    )
+    parser.add_argument(
+        "--no-chat-template", action="store_true", help="feed prompts raw even if a template exists"
+    )
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``eval`` and its benchmark sub-commands; returns the ``eval`` parser."""
+    parser = subparsers.add_parser("eval", help="accuracy evals: sparse vs dense", description=__doc__)
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True)
+
+    p = benchmarks.add_parser("needle", help="needle in a haystack (heatmap)")
+    _common(p, "1024,2048,4096,8192")
+    p.add_argument("--depths", type=_floats, default=list(needle.DEFAULT_DEPTHS))
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--question-first", action="store_true", help="also ask the question before the haystack")
+    p.set_defaults(run=run)
+
+    p = benchmarks.add_parser("ruler", help="RULER, 13 tasks")
+    _common(p, "4096,8192")
+    p.add_argument("--tasks", type=_names, default=list(ruler.TASKS))
+    p.add_argument("--samples", type=int, default=25)
+    p.add_argument("--squad", default=None, help="SQuAD v2 dev JSON or datasets name (qa_1)")
+    p.add_argument("--hotpotqa", default=None, help="HotpotQA dev JSON or datasets name (qa_2)")
+    p.set_defaults(run=run)
+
+    p = benchmarks.add_parser("infinitebench", help="InfiniteBench, the published 10 tasks")
+    _common(p, "8192")
+    p.add_argument("--tasks", type=_names, default=list(infinitebench.TASKS))
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--data-dir", default=None, help="folder with the published {task}.jsonl files")
+    p.set_defaults(run=run)
+
+    p = benchmarks.add_parser("ppl", help="perplexity vs length (curve)")
+    _common(p, "1024,2048,4096,8192")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument(
+        "--pg19", default=None, help="PG-19 through datasets (name or local path); default Gutenberg"
+    )
+    p.add_argument("--chunk", type=int, default=4096, help="tokens per LM-head/loss chunk")
+    p.set_defaults(run=run)
+    return parser
+
+
+def run(args) -> int:
+    """Run the chosen benchmark and print its tables."""
+    methods = parse_methods(args.methods)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, rope_scaling=args.rope_scaling)
+    chat = not args.no_chat_template
+    stem = Path(args.out) / f"{args.benchmark}-{loaded.name}"
+    store = ResultStore(
+        stem.with_suffix(".json"),
+        meta={"model": loaded.name, "benchmark": args.benchmark, "methods": [m.label for m in methods]},
+    )
+    sections = []
+    if args.benchmark == "ppl":
+        run_ppl(
+            loaded,
+            methods,
+            args.lengths,
+            args.samples,
+            store,
+            pg19=args.pg19,
+            text_dir=args.text_dir,
+            chunk=args.chunk,
+        )
+        sections.append(f"Perplexity ({store.meta.get('text_source')}):\n\n" + ppl_table(store))
+        ppl_curve(ppl_by_method(store), stem.with_suffix(".png"), title=f"{loaded.name}: PPL vs length")
+    else:
+        if args.benchmark == "needle":
+            examples = needle.generate(
+                loaded.tokenizer,
+                args.lengths,
+                args.depths,
+                args.rounds,
+                seed=args.seed,
+                text_dir=args.text_dir,
+                question_first=args.question_first,
+                use_chat_template=chat,
+            )
+            skipped = {}
+        elif args.benchmark == "ruler":
+            examples, skipped = ruler.generate(
+                loaded.tokenizer,
+                args.tasks,
+                args.lengths,
+                args.samples,
+                seed=args.seed,
+                text_dir=args.text_dir,
+                squad=args.squad,
+                hotpotqa=args.hotpotqa,
+                use_chat_template=chat,
+            )
+        else:
+            examples, skipped = infinitebench.generate(
+                loaded.tokenizer,
+                args.tasks,
+                args.lengths,
+                args.samples,
+                seed=args.seed,
+                data_dir=args.data_dir,
+                use_chat_template=chat,
+            )
+        store.skipped.update(skipped)
+        run_examples(loaded, methods, examples, store, use_chat_template=chat)
+        sections.append(by_length(store))
+        if args.benchmark != "needle":
+            sections.append(by_task(store, args.tasks))
+        else:
+            needle_heatmap(store, stem.with_suffix(".png"), title=loaded.name)
+    sections.append(density_table(store))
+    if store.skipped:
+        sections.append(skipped_lines(store))
+    report = f"## {args.benchmark} — {loaded.name}\n\n" + "\n\n".join(sections) + "\n"
+    atomic_write_text(stem.with_suffix(".md"), report)
+    print(report)
+    print(f"results: {stem.with_suffix('.json')}")
+    return 0

@@ -1,0 +1,43 @@
+"""One eval prompt: the text the model reads, the answers that count, and how to score it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    """A generated or loaded prompt.
+
+    Attributes:
+        task: task name (``passkey``, ``niah_single_1``, ``needle`` ...).
+        length: the target prompt length in tokens (the grid column it belongs to).
+        index: position of the example inside its (task, length) cell.
+        prompt: the user message (context and question).
+        answers: reference strings; the metric decides how they count.
+        metric: a name in :data:`minference.evals.metrics.METRICS`.
+        max_new_tokens: greedy generation budget.
+        answer_prefix: text the assistant turn starts with (``" The pass key is"``); may be empty.
+        meta: anything else worth keeping in the results (depth, city, seed ...), JSON-serialisable.
+    """
+
+    task: str
+    length: int
+    index: int
+    prompt: str
+    answers: tuple
+    metric: str
+    max_new_tokens: int
+    answer_prefix: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A stable id inside a run: task, length and index (depth etc. are in ``index`` order)."""
+        return f"{self.task}|{self.length}|{self.index}"
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record.pop("prompt")
+        record["answers"] = list(self.answers)
+        return record

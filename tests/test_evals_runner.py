@@ -1,0 +1,81 @@
+"""Density counting, resumable atomic results, tables."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from minference.evals.density import Rankings, calibrate, causal_area, vertical_slash_area
+from minference.evals.example import Example
+from minference.evals.methods import Method
+from minference.evals.results import ResultStore, markdown_table
+from minference.index import build_vertical_slash_index, vertical_slash_index_mask_rows
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 130, 257])
+def test_vertical_slash_area_equals_the_kernel_mask(n):
+    g = torch.Generator().manual_seed(n)
+    vertical = torch.randint(0, n, (1, 3, 7), generator=g, dtype=torch.int32)
+    slash = torch.randint(0, n, (1, 3, 5), generator=g, dtype=torch.int32)
+    mask = vertical_slash_index_mask_rows(build_vertical_slash_index(n, vertical, slash), n, 0, n)
+    area = vertical_slash_area(n, vertical, slash)
+    assert torch.equal(area, mask.sum(dim=(-1, -2)).double()), (area, mask.sum(dim=(-1, -2)))
+
+
+def test_full_budgets_are_fully_dense_and_calibration_hits_below_target():
+    n = 2048
+    ranks = torch.randperm(n).view(1, 1, n).int()
+    rankings = Rankings(n, [ranks.expand(1, 2, n)], [torch.arange(n).view(1, 1, n).int().expand(1, 2, n)])
+    assert rankings.density(n, n) == pytest.approx(1.0)
+    vertical, slash, density = calibrate(rankings, 0.3)
+    assert density <= 0.3 + 0.005 and density > 0.2
+    assert causal_area(4) == 10
+
+
+def _example(i):
+    return Example("passkey", 128, i, "prompt", ("1",), "first_int", 4)
+
+
+def test_store_resumes_after_interruption(tmp_path):
+    path = tmp_path / "run.json"
+    store = ResultStore(path, meta={"model": "m"})
+    store.add("dense", _example(0).key, {**_example(0).to_record(), "score": 1.0})
+    store.set_density("dense", 128, {"density": 1.0})
+    # a crash here leaves a complete file: reopen and continue
+    again = ResultStore(path)
+    assert again.done("dense", _example(0).key) and not again.done("dense", _example(1).key)
+    assert again.meta["model"] == "m" and again.density["dense"]["128"]["density"] == 1.0
+    again.add("dense", _example(1).key, {**_example(1).to_record(), "score": 0.0})
+    assert ResultStore(path).scores() == {"dense": {("passkey", 128): 50.0}}
+    assert not list(tmp_path.glob("*.tmp"))
+    json.loads(path.read_text())
+
+
+def test_run_examples_skips_finished_records(tmp_path, monkeypatch):
+    from minference.evals import runner
+
+    calls = []
+    monkeypatch.setattr(
+        runner, "generate_answer", lambda loaded, ex, chat=True: (calls.append(ex.key) or "1", 10)
+    )
+    monkeypatch.setattr(
+        runner, "prompt_ids", lambda loaded, ex, chat=True: torch.zeros(1, 10, dtype=torch.long)
+    )
+    monkeypatch.setattr(runner, "apply_attention", lambda model, method, budgets=None: None)
+    store = ResultStore(tmp_path / "r.json")
+    store.add("dense", _example(0).key, {**_example(0).to_record(), "score": 1.0})
+    examples = [_example(0), _example(1)]
+    runner.run_examples(
+        SimpleNamespace(model=None), [Method("dense", "dense")], examples, store, measure_density=False
+    )
+    assert calls == [_example(1).key]
+    assert ResultStore(tmp_path / "r.json").scores()["dense"][("passkey", 128)] == 100.0
+
+
+def test_markdown_table_has_methods_as_rows_and_dashes_for_gaps():
+    table = markdown_table({"dense": {"4K": 100.0}, "minference": {"4K": 90.0, "8K": 80.0}}, ["4K", "8K"])
+    lines = table.splitlines()
+    assert lines[0] == "| Method | 4K | 8K | Avg. |"
+    assert lines[2] == "| dense | 100.0 | – | 100.0 |"
+    assert lines[3] == "| minference | 90.0 | 80.0 | 85.0 |"
