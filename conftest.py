@@ -4,6 +4,7 @@ The Triton interpreter must be chosen before any kernel module is imported, so i
 start of collection: without a CUDA device the kernels run under ``TRITON_INTERPRET=1`` on the CPU.
 """
 import os
+from pathlib import Path
 
 
 def _cuda_visible() -> bool:
@@ -18,11 +19,23 @@ if not _cuda_visible():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow")
+SUITES = ("bench", "evals")
+
+
+def _inside_suites(config, arg: str) -> bool:
+    path = (Path(config.invocation_params.dir) / str(arg).split("::")[0]).resolve()
+    try:
+        return path.relative_to(config.rootpath).parts[:1] in {(suite,) for suite in SUITES}
+    except ValueError:
+        return False
 
 
 def pytest_collection_modifyitems(config, items):
-    """Without an explicit ``-m``, deselect what needs a GPU or a long time (CI and laptops)."""
+    """Without an explicit ``-m``, deselect what needs a GPU or a long time (CI and laptops), unless the run names
+    only the benchmark or eval suites (``pytest bench/ --benchmark-compare`` means what it says)."""
     if config.getoption("-m"):
+        return
+    if config.args and all(_inside_suites(config, arg) for arg in config.args):
         return
     kept, deselected = [], []
     for item in items:

@@ -7,7 +7,10 @@ import sys
 from typing import Optional, Sequence
 
 SUBCOMMANDS = {
-    # name: module exposing add_parser(subparsers) -> parser with a `run(args)` default
+    # name: module exposing add_parser(subparsers); each parser sets a `run(args)` default
+    "demo": "minference.evals.demo",
+    "eval": "minference.evals.cli",
+    "bench": "minference.bench.cli",
 }
 
 
