@@ -11,6 +11,8 @@ SUBCOMMANDS = {
     "demo": "minference.evals.demo",
     "eval": "minference.evals.cli",
     "bench": "minference.bench.cli",
+    "search": "minference.search.cli",
+    "config": "minference.config_show",
 }
 
 

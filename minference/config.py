@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-from .patterns import AShape, BlockSparse, Dense, VerticalSlash
-from .patterns import AnyPattern
+from ._files import atomic_write_json
+from .patterns import AShape, AnyPattern, BlockSparse, Dense, VerticalSlash
 
 PATTERN_TYPES = {cls.name: cls for cls in (VerticalSlash, AShape, BlockSparse, Dense)}
 """Config ``"pattern"`` value -> pattern class."""
@@ -292,15 +291,7 @@ def save(config: ConfigSource, path: Union[str, os.PathLike]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"layers": config.to_list(), "metadata": config.metadata} if config.metadata else config.to_list()
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+    atomic_write_json(path, data)
     return path
 
 

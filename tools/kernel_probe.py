@@ -69,7 +69,6 @@ def main(lengths):
         row["vs_kernel_kept_tflops"] = tflops(n, hq, d, timings["vs_kernel_local_heavy"], density)
         rows.append(row)
         print(json.dumps(row))
-        del q, k, v, out
         torch.cuda.empty_cache()
     return rows
 

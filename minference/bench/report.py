@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from .._files import atomic_write, atomic_write_json, atomic_write_text
 
 COLUMNS = (
     ("N", "n"),
@@ -27,38 +26,18 @@ COLUMNS = (
 """(header, row key) of the markdown table, in order."""
 
 
-def _atomic_write(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: str, document: Any, indent: Optional[int] = 1) -> None:
     """Write ``document`` as JSON; readers see the old file or the new one, never a partial one.
 
     Raises:
         ValueError: ``document`` holds NaN or infinity. TypeError: it holds something JSON cannot represent.
     """
-    data = json.dumps(document, indent=indent, allow_nan=False, default=_jsonable).encode()
-    _atomic_write(path, lambda f: f.write(data + b"\n"))
+    atomic_write_json(path, document, indent=indent, allow_nan=False, default=_jsonable)
 
 
 def write_text_atomic(path: str, text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def _jsonable(value):
@@ -181,6 +160,6 @@ def write_chart(path: str, rows: Iterable[Mapping], title: str = "") -> None:
         fig.savefig(f, format="png", dpi=110)
 
     try:
-        _atomic_write(path, save)
+        atomic_write(path, save)
     finally:
         plt.close(fig)

@@ -1,0 +1,162 @@
+"""The candidate space of the search and what each candidate costs the kernel, in tiles.
+
+A *tile* is one 64 x 64 block of scores the kernel computes (a ``QK^T`` tile and its ``PV`` product). Costs are read
+off the same index the kernel walks, so they count exactly the work the kernel does on this input:
+
+- vertical-slash: the key blocks walked (``block_count``), plus the gathered column tiles
+  (``ceil(column_count / 64)`` per query block), plus the estimation (the last 64 queries against every key:
+  ``ceil(N / 64)`` tiles per head);
+- block-sparse: the key blocks listed per query block (``block_count``), plus the pooled estimation
+  (``R^2 / 8192`` tiles: an ``R x R`` pooled score matrix against ``2 * 64 * 64`` products per tile);
+- A-shape: the sink blocks and window blocks of every query block, as the kernel derives them from ``(sink, local)``;
+- dense: every causal tile, ``R (R + 1) / 2``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..index import TILE, BlockSparseIndex, VerticalSlashIndex
+from ..patterns import AShape, BlockSparse, Dense, VerticalSlash
+
+KINDS = ("a_shape", "vertical_slash", "block_sparse", "dense")
+"""Pattern kinds the search considers, in the order used to break exact ties (simplest first)."""
+
+UPSTREAM_VERTICAL_SLASH = ((30, 800), (100, 800), (500, 700), (1000, 4096), (1000, 6096), (3500, 100))
+"""The ``(vertical, slash)`` budgets of the upstream MInference configs, always among the candidates when they fit."""
+
+
+@dataclass(frozen=True)
+class TileCosts:
+    """Weights that turn tile counts into one cost: ``walked`` (a contiguous key tile), ``gathered`` (a tile of
+    gathered vertical columns), ``estimate`` (a tile of estimation work), all in ``unit``.
+
+    The default counts tiles. A measured calibration (e.g. ms per tile of each kind on the target GPU, from the
+    micro-benchmark) makes the search compare candidates by predicted time instead.
+
+    Raises:
+        ValueError: a weight is negative or not finite, or ``unit`` is empty.
+    """
+
+    walked: float = 1.0
+    gathered: float = 1.0
+    estimate: float = 1.0
+    unit: str = "tiles"
+
+    def __post_init__(self):
+        for name in ("walked", "gathered", "estimate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not self.unit:
+            raise ValueError("unit must be a non-empty string")
+
+    def cost(self, tiles: dict) -> float:
+        """Weighted cost of a ``{"walked", "gathered", "estimate"}`` tile count."""
+        return self.walked * tiles["walked"] + self.gathered * tiles["gathered"] + self.estimate * tiles["estimate"]
+
+    @classmethod
+    def parse(cls, text: str) -> TileCosts:
+        """Read ``"walked=0.011,gathered=0.014,estimate=0.009,unit=ms"`` (any subset of the keys).
+
+        Raises:
+            ValueError: an unknown key, a malformed item or a bad value.
+        """
+        values: dict = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in ("walked", "gathered", "estimate", "unit"):
+                raise ValueError(f"tile costs must look like 'walked=1,gathered=1.2,estimate=1,unit=tiles', got {item!r}")
+            values[key] = value if key == "unit" else float(value)
+        return cls(**values)
+
+
+def _ladder(low: int, high: int) -> list[int]:
+    values, x = [], low
+    while x <= high:
+        values.append(x)
+        x *= 2
+    return values
+
+
+def candidate_space(n: int) -> list:
+    """Every pattern the search tries on a sequence of ``n`` tokens.
+
+    - A-shape: ``sink in {0, 64, 128}`` x ``local`` doubling from 64 below ``n``;
+    - vertical-slash: ``vertical`` doubling from 64 to ``n / 2`` (gathered columns cost one tile per 64) x
+      ``slash = 100 + free`` with ``free in {0, 2, 8, 32, ...}`` (x4) up to ``n``. The 100 nearest diagonals are
+      always kept, and each free diagonal can add two tile-diagonals to the walk, so the free part grows
+      geometrically from a few; plus the upstream budgets that fit;
+    - block-sparse (block size 64): ``top_k`` doubling from 1 below the number of blocks;
+    - dense.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    forced_local = VerticalSlash.local
+    candidates: list = [AShape(sink=s, local=w) for s in (0, 64, 128) for w in _ladder(64, n - 1) if s < w]
+    verticals = _ladder(64, max(64, n // 2))
+    slashes = [forced_local] + [forced_local + free for free in _ladder(2, n) if _is_power_of_4(free // 2)]
+    pairs = {(v, s) for v in verticals for s in slashes if v <= n and s <= n}
+    pairs |= {(v, s) for v, s in UPSTREAM_VERTICAL_SLASH if v <= n and s <= n}
+    candidates += [VerticalSlash(vertical=v, slash=s) for v, s in sorted(pairs)]
+    blocks = -(-n // TILE)
+    candidates += [BlockSparse(top_k=t) for t in _ladder(1, blocks) if t < blocks]
+    candidates.append(Dense())
+    return candidates
+
+
+def _is_power_of_4(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0 and (x.bit_length() - 1) % 2 == 0
+
+
+def dense_tiles(n: int) -> dict:
+    """Tiles of dense causal attention on ``n`` tokens."""
+    blocks = -(-n // TILE)
+    return {"walked": blocks * (blocks + 1) / 2, "gathered": 0.0, "estimate": 0.0}
+
+
+def a_shape_tiles(n: int, sink: int, local: int) -> dict:
+    """Tiles the A-shape kernel walks for one head: per query block its sink blocks and its window blocks."""
+    blocks = -(-n // TILE)
+    m = torch.arange(blocks)
+    sink_blocks = torch.clamp(torch.full_like(m, -(-sink // TILE)), max=m + 1)
+    window_start = torch.maximum((m * TILE - local + 1).clamp_min(0) // TILE, torch.full_like(m, -(-sink // TILE)))
+    walked = sink_blocks + (m - window_start + 1).clamp_min(0)
+    return {"walked": float(walked.sum()), "gathered": 0.0, "estimate": 0.0}
+
+
+def vertical_slash_tiles(index: VerticalSlashIndex, n: int) -> list[dict]:
+    """Tiles per head of a ``(1, H, ...)`` vertical-slash index: walked blocks, gathered column tiles, estimation."""
+    walked = index.block_count[0].sum(dim=-1, dtype=torch.int64)
+    gathered = ((index.column_count[0].long() + TILE - 1) // TILE).sum(dim=-1)
+    estimate = float(-(-n // TILE))
+    return [
+        {"walked": float(w), "gathered": float(g), "estimate": estimate}
+        for w, g in zip(walked.tolist(), gathered.tolist())
+    ]
+
+
+def block_sparse_tiles(index: BlockSparseIndex) -> list[dict]:
+    """Tiles per head of a ``(1, H, R, K)`` block-sparse index: listed blocks and the pooled estimation."""
+    blocks = index.block_count.shape[-1]
+    walked = index.block_count[0].sum(dim=-1, dtype=torch.int64)
+    return [{"walked": float(w), "gathered": 0.0, "estimate": blocks * blocks / 8192} for w in walked.tolist()]
+
+
+def kind_rank(pattern) -> int:
+    """Position of ``pattern``'s kind in :data:`KINDS` (simplest first), for deterministic tie breaking."""
+    return KINDS.index(pattern.name)
+
+
+def group_by_kind(candidates: Sequence) -> dict:
+    """``{kind: [candidate, ...]}`` preserving order."""
+    groups: dict = {kind: [] for kind in KINDS}
+    for candidate in candidates:
+        groups[candidate.name].append(candidate)
+    return groups
+

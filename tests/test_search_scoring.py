@@ -1,0 +1,86 @@
+"""The search's scores against the kernels' truth (the index mask rows), and its choice on planted patterns."""
+from __future__ import annotations
+
+import pytest
+import torch
+from search_planted import PLANTED, planted_qkv
+
+from minference.search import TileCosts, candidate_space, choose_budget, score_layer
+from minference.search.candidates import a_shape_tiles, dense_tiles
+from minference.search.scoring import _indices, _mask_rows
+
+
+def _dense_probs(q, k):
+    group = q.shape[1] // k.shape[1]
+    kk = k[0].repeat_interleave(group, dim=0)
+    n = q.shape[2]
+    scores = q[0] @ kk.transpose(-1, -2) / q.shape[-1] ** 0.5
+    return scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+
+
+@pytest.mark.parametrize("n", [1, 77, 300])
+def test_recall_equals_mass_inside_the_kernel_mask(n):
+    torch.manual_seed(n)
+    q, k, v = torch.randn(1, 4, n, 16) * 1.5, torch.randn(1, 2, n, 16) * 1.5, torch.randn(1, 2, n, 16)
+    candidates = candidate_space(n)
+    scores = score_layer(q, k, v, candidates, error_rows=0)
+    indices = _indices(q, k, candidates, None)
+    probs = _dense_probs(q, k)
+    for slot, candidate in enumerate(candidates):
+        mask = _mask_rows(candidate, indices[slot], n, 0, 4)
+        expected = torch.ones(4) if mask is None else (probs * mask).sum(dim=(1, 2)) / n
+        got = torch.tensor([scores[h][slot]["recall"] for h in range(4)])
+        assert torch.allclose(got, expected.float(), atol=1e-5), (candidate, got, expected)
+
+
+def test_streaming_in_small_chunks_gives_the_same_scores(monkeypatch):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 200, 16), torch.randn(1, 2, 200, 16), torch.randn(1, 2, 200, 16)
+    candidates = candidate_space(200)
+    whole = score_layer(q, k, v, candidates)
+    monkeypatch.setattr("minference.search.scoring.WORK_BYTES", 1 << 14)  # one head and one 64-row chunk at a time
+    chunked = score_layer(q, k, v, candidates)
+    for head_a, head_b in zip(whole, chunked):
+        for a, b in zip(head_a, head_b):
+            assert a["tiles"] == b["tiles"] and a["error"] == b["error"]
+            assert abs(a["recall"] - b["recall"]) < 1e-9, (a, b)
+
+
+def test_full_budget_keeps_everything_and_matches_dense_output():
+    torch.manual_seed(1)
+    q, k, v = torch.randn(1, 2, 130, 16), torch.randn(1, 2, 130, 16), torch.randn(1, 2, 130, 16)
+    dense = [c for c in candidate_space(130) if c.name == "dense"]
+    scores = score_layer(q, k, v, dense, error_rows=130)
+    for head in scores:
+        assert head[0]["recall"] == pytest.approx(1.0) and head[0]["error"] == 0.0
+        assert head[0]["tiles"] == dense_tiles(130)
+
+
+def test_a_shape_tiles_follow_the_kernel_walk():
+    # 3 query blocks, sink 64 (1 block), window 64: block 0 walks {0}, block 1 {0, 1}, block 2 {0, 1, 2}
+    assert a_shape_tiles(192, 64, 64)["walked"] == 1 + 2 + 3
+    assert a_shape_tiles(192, 0, 1)["walked"] == 3
+    assert a_shape_tiles(192, 0, 192)["walked"] == dense_tiles(192)["walked"]
+
+
+def test_planted_patterns_are_recovered():
+    n = 2048
+    q, k, v = planted_qkv(n, seed=0)
+    candidates = candidate_space(n)
+    scores = score_layer(q, k, v, candidates, error_rows=0)
+    costs = TileCosts()
+    chosen = choose_budget(candidates, [scores], 0.35, costs, dense_cost=costs.cost(dense_tiles(n)))[0]
+    got = [candidates[slot].name for slot in chosen]
+    assert got == list(PLANTED), [(candidates[s], round(scores[h][s]["recall"], 4)) for h, s in enumerate(chosen)]
+    for head, slot in enumerate(chosen):
+        assert scores[head][slot]["recall"] > 0.8, (head, candidates[slot], scores[head][slot])
+
+
+def test_score_layer_rejects_bad_arguments():
+    q = torch.randn(1, 2, 64, 16)
+    with pytest.raises(ValueError, match="error_rows"):
+        score_layer(q, q, q, candidate_space(64), error_rows=-1)
+    with pytest.raises(ValueError, match=r"\(1, H, N, D\)"):
+        score_layer(q.expand(2, -1, -1, -1), q, q, candidate_space(64))
+    with pytest.raises(TypeError, match=r"candidates\[0\]"):
+        score_layer(q, q, q, ["dense"])
