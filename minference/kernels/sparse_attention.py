@@ -61,6 +61,30 @@ def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
 
 
 @triton.jit
+def _program_start(Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+                   stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Which batch row and query head this program serves, its row/column offsets, its query tile, and the bases
+    of the K/V head it reads (``head // group``: GQA without copies)."""
+    i_bh = tl.program_id(1)
+    i_b = i_bh // n_sel
+    i_s = i_bh % n_sel
+    i_h = tl.load(HeadMap + i_s)
+    i_kv = i_h // group
+    seqlen = tl.load(Seqlens + i_b)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_n = tl.arange(0, BLOCK_N)
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
+    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
+    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
+    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    return i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base
+
+
+@triton.jit
 def _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE: tl.constexpr):
     row_ok = o_m < seqlen
@@ -88,21 +112,9 @@ def _vertical_slash_kernel(
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_b = i_bh // n_sel
-    i_s = i_bh % n_sel
-    i_h = tl.load(HeadMap + i_s)
-    i_kv = i_h // group
-    seqlen = tl.load(Seqlens + i_b)
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_n = tl.arange(0, BLOCK_N)
-    o_d = tl.arange(0, BLOCK_D)
-    m_d = o_d < HEAD_DIM
-    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
-           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
-    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
-    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
-    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
+        Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -151,21 +163,9 @@ def _block_sparse_kernel(
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_b = i_bh // n_sel
-    i_s = i_bh % n_sel
-    i_h = tl.load(HeadMap + i_s)
-    i_kv = i_h // group
-    seqlen = tl.load(Seqlens + i_b)
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_n = tl.arange(0, BLOCK_N)
-    o_d = tl.arange(0, BLOCK_D)
-    m_d = o_d < HEAD_DIM
-    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
-           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
-    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
-    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
-    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
+        Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -205,26 +205,14 @@ def _a_shape_kernel(
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_m = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_b = i_bh // n_sel
-    i_s = i_bh % n_sel
-    i_h = tl.load(HeadMap + i_s)
-    i_kv = i_h // group
-    seqlen = tl.load(Seqlens + i_b)
-    sink = tl.load(Sinks + i_s)
-    local = tl.load(Locals + i_s)
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_n = tl.arange(0, BLOCK_N)
-    o_d = tl.arange(0, BLOCK_D)
-    m_d = o_d < HEAD_DIM
-    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
-           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
-    b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
-    k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
-    v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
+        Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    sink = tl.load(Sinks + i_s)
+    local = tl.load(Locals + i_s)
 
     # key blocks: the sink blocks, then the window blocks not already visited, up to the diagonal block
     last_block = tl.where(i_m * BLOCK_M < seqlen, ((i_m + 1) * BLOCK_M - 1) // BLOCK_N, -1)
