@@ -79,3 +79,19 @@ def test_markdown_table_has_methods_as_rows_and_dashes_for_gaps():
     assert lines[0] == "| Method | 4K | 8K | Avg. |"
     assert lines[2] == "| dense | 100.0 | – | 100.0 |"
     assert lines[3] == "| minference | 90.0 | 80.0 | 85.0 |"
+
+
+def test_a_config_method_takes_registry_names_and_names_what_is_missing():
+    import transformers
+
+    from minference.evals.methods import parse_methods
+    from minference.evals.models import apply_attention
+
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with pytest.raises(ValueError, match="minference:no-such-config"):
+        apply_attention(model, parse_methods("minference:no-such-config")[0])
+    # a registry name resolves (and is then validated against this model: SmolLM2's 30 layers do not fit 2)
+    with pytest.raises(ValueError, match="layer"):
+        apply_attention(model, parse_methods("minference:smollm2-135m-instruct")[0])

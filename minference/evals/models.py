@@ -12,7 +12,6 @@ metadata and never imported). Any other name is a local checkpoint folder or a h
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +153,7 @@ def apply_attention(model, method: Method, budgets: tuple | None = None) -> None
 
     Raises:
         AttentionUnavailable: a sparse type is asked for but ``minference.patch`` is not installed.
-        ValueError: ``method.config`` names a missing file.
+        ValueError: ``method.config`` is neither a config file nor a registry name (``minference/configs/``).
     """
     import minference
 
@@ -171,7 +170,8 @@ def apply_attention(model, method: Method, budgets: tuple | None = None) -> None
     if budgets is not None:
         config = uniform_config(model, *budgets)
     elif method.config is not None:
-        if not os.path.exists(method.config):
-            raise ValueError(f"method {method.label!r}: config file {method.config!r} does not exist")
-        config = method.config
+        try:
+            config = minference.config.load(method.config)
+        except ValueError as error:
+            raise ValueError(f"method {method.label!r}: {error}") from None
     minference.patch(model, config=config, attn_type=method.attn_type, dense_below=0)
