@@ -95,3 +95,12 @@ def test_a_config_method_takes_registry_names_and_names_what_is_missing():
     # a registry name resolves (and is then validated against this model: SmolLM2's 30 layers do not fit 2)
     with pytest.raises(ValueError, match="layer"):
         apply_attention(model, parse_methods("minference:smollm2-135m-instruct")[0])
+
+
+def test_needle_heatmap_cells_hold_needle_records_only(tmp_path):
+    from minference.evals.plots import needle_cells
+
+    store = ResultStore(tmp_path / "run.json")
+    store.add("dense", "needle|1024|0", {"task": "needle", "length": 1024, "score": 1.0, "meta": {"depth": 50.0}})
+    store.add("dense", "passkey|1024|0", {"task": "passkey", "length": 1024, "score": 0.0, "meta": {"depth": 50.0}})
+    assert {m: dict(c) for m, c in needle_cells(store).items()} == {"dense": {(50.0, 1024): [1.0]}}

@@ -21,6 +21,11 @@ from .results import ResultStore, atomic_write_text
 from .runner import run_examples
 
 
+SHIPPED_METHODS = "dense,minference:smollm2-135m-instruct,minference@0.3"
+"""The shipped model's searched per-head config (density 0.3 at 4K) and uniform budgets at matched density."""
+OTHER_METHODS = "dense,minference,minference@0.3"
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``demo``."""
     parser = subparsers.add_parser(
@@ -29,7 +34,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", default=None, help="local checkpoint or hub id (default: SmolLM2-135M-Instruct)"
     )
-    parser.add_argument("--methods", default="dense,minference@0.1")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated methods (default for the shipped model: {SHIPPED_METHODS}; else {OTHER_METHODS})",
+    )
     parser.add_argument("--lengths", type=_ints, default=[1024, 2048])
     parser.add_argument("--depths", type=_floats, default=[0.0, 50.0, 100.0])
     parser.add_argument("--passkeys", type=int, default=2, help="passkey prompts at the longest length")
@@ -41,7 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run the demo; returns 0 (also when only dense could run, after saying why)."""
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods or (SHIPPED_METHODS if args.model is None else OTHER_METHODS))
     if not minference_available() and any(not m.is_dense for m in methods):
         print("note: minference.patch is not installed, so only dense attention runs", file=sys.stderr)
         methods = [m for m in methods if m.is_dense]

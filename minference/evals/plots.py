@@ -23,15 +23,21 @@ def _length_label(n: int) -> str:
     )
 
 
-def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
-    """One heatmap per method: rows = depth %, columns = context length, colour = mean score (red 0 → green 1)."""
-    plt = _pyplot()
+def needle_cells(store: ResultStore) -> dict:
+    """``{method: {(depth, length): [scores]}}`` of the needle records (passkeys carry a depth too: left out)."""
     cells: dict[str, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
     for record in store.records.values():
-        if "depth" in record.get("meta", {}):
+        if record.get("task") == "needle" and "depth" in record.get("meta", {}):
             cells[record["method"]][(float(record["meta"]["depth"]), int(record["length"]))].append(
                 record["score"]
             )
+    return cells
+
+
+def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
+    """One heatmap per method: rows = depth %, columns = context length, colour = mean score (red 0 → green 1)."""
+    plt = _pyplot()
+    cells = needle_cells(store)
     if not cells:
         raise ValueError("the store holds no needle records")
     methods = list(cells)
