@@ -52,18 +52,40 @@ def _outputs(q: torch.Tensor, out: Optional[torch.Tensor], return_lse: bool):
     return out, lse
 
 
+TORCH_MASK_BYTES = 1 << 28
+"""Boolean mask bytes one row chunk of the torch backend may hold."""
+
+
 def _torch_forward(q, k, v, heads: Sequence[int], mask_rows: Callable, out, lse, seqlens, sm_scale) -> None:
-    """The torch backend: dense attention restricted to the kernel's mask, for query heads ``heads``."""
+    """The torch backend: dense attention restricted to the kernel's mask, for query heads ``heads``.
+
+    Without lse it runs SDPA with the mask one row chunk at a time (several times faster on a CPU than the
+    float32 reference, which it equals up to float rounding); with lse it runs the reference itself.
+    """
     group = q.shape[1] // k.shape[1]
     head_index = device_tensor(heads, q.device, torch.long)
     kv_index = head_index // group
-    o, l = reference.attention(
-        q.index_select(1, head_index), k.index_select(1, kv_index), v.index_select(1, kv_index),
-        mask=mask_rows, sm_scale=sm_scale, seqlens=seqlens,
-    )
-    out[:, head_index] = o.to(out.dtype)
+    q_sel, k_sel, v_sel = q.index_select(1, head_index), k.index_select(1, kv_index), v.index_select(1, kv_index)
     if lse is not None:
+        o, l = reference.attention(q_sel, k_sel, v_sel, mask=mask_rows, sm_scale=sm_scale, seqlens=seqlens)
+        out[:, head_index] = o.to(out.dtype)
         lse[:, head_index] = l.float()
+        return
+    batch, n = q.shape[0], q.shape[2]
+    cols = torch.arange(n, device=q.device).view(1, 1, 1, n)
+    rows_per_chunk = max(1, TORCH_MASK_BYTES // (batch * len(heads) * n))
+    for start in range(0, n, rows_per_chunk):
+        end = min(n, start + rows_per_chunk)
+        rows = torch.arange(start, end, device=q.device).view(1, 1, -1, 1)
+        # masks are causal, so a row inside its sequence never sees padding keys; every such row keeps its diagonal,
+        # and padding rows get theirs too (SDPA must see no empty row) before they are zeroed below
+        allowed = mask_rows(start, end) | (cols == rows)
+        out[:, head_index, start:end] = F.scaled_dot_product_attention(
+            q_sel[:, :, start:end], k_sel, v_sel, attn_mask=allowed, scale=sm_scale
+        ).to(out.dtype)
+    if seqlens is not None:
+        padding = torch.arange(n, device=q.device).view(1, n) >= seqlens.view(-1, 1)
+        out.masked_fill_(padding.view(batch, 1, n, 1), 0)
 
 
 def _result(out, lse, return_lse):

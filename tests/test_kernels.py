@@ -186,20 +186,26 @@ def test_changing_later_keys_never_changes_earlier_rows(shape, data):
         assert torch.equal(run(k, v)[:, :, : cut + 1], run(k2, v2)[:, :, : cut + 1])
 
 
+@pytest.mark.parametrize("with_lse", [True, False])
 @pytest.mark.parametrize("op", ["vertical_slash", "block_sparse", "a_shape"])
-def test_torch_backend_equals_masked_reference(op):
-    """The CPU backend computes the same function as the kernels (same reference, same mask)."""
+def test_torch_backend_equals_masked_reference(op, with_lse):
+    """The CPU backend computes the same function as the kernels (same reference, same mask), padded rows included;
+    without lse it runs SDPA over the mask, with lse the reference itself."""
     q, k, v = random_qkv(2, 4, 2, 150, 32, torch.float32, seed=7, device="cpu")
+    seqlens = torch.tensor([150, 97])
     gen = torch.Generator().manual_seed(3)
+    common = dict(backend="torch", return_lse=with_lse, seqlens=seqlens, out=poisoned_like(q))
     if op == "vertical_slash":
         vertical, slash = torch.randint(0, 150, (2, 4, 9), generator=gen), torch.randint(0, 150, (2, 4, 5), generator=gen)
-        out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, backend="torch", return_lse=True)
+        result = ops.vertical_slash_attention(q, k, v, vertical, slash, **common)
         mask = ops.vertical_slash_mask(150, vertical, slash)
     elif op == "block_sparse":
         block_idx = torch.randint(-1, 3, (2, 4, 3, 2), generator=gen)
-        out, lse = ops.block_sparse_attention(q, k, v, block_idx, backend="torch", return_lse=True)
+        result = ops.block_sparse_attention(q, k, v, block_idx, **common)
         mask = ops.block_sparse_mask(150, block_idx)
     else:
-        out, lse = ops.a_shape_attention(q, k, v, [0, 3, 9, 200], [1, 20, 64, 5], backend="torch", return_lse=True)
+        result = ops.a_shape_attention(q, k, v, [0, 3, 9, 200], [1, 20, 64, 5], **common)
         mask = ops.a_shape_mask(150, [0, 3, 9, 200], [1, 20, 64, 5])
-    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"torch backend {op}")
+    out, lse = result if with_lse else (result, None)
+    assert torch.all(out[1, :, 97:] == 0), "padding rows are zero"
+    assert_matches_reference(out, q, k, v, mask, seqlens=seqlens, lse=lse, what=f"torch backend {op} lse={with_lse}")
