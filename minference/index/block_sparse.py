@@ -44,6 +44,6 @@ def block_sparse_index_mask_rows(
     walked = torch.zeros(batch, heads, blocks, blocks + 1, dtype=torch.bool, device=device)
     walked.scatter_(3, torch.where(walked_slot, index.blocks.long(), blocks), walked_slot)
     cols = torch.arange(n, device=device)
-    block_hit = walked[:, :, query_block][..., cols // block_size]
-    causal = cols.view(1, -1) <= rows.view(-1, 1)
-    return block_hit & causal
+    keep = walked[:, :, query_block][..., cols // block_size]
+    keep &= cols.view(1, -1) <= rows.view(-1, 1)
+    return keep

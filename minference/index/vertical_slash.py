@@ -95,7 +95,7 @@ def vertical_slash_index_mask_rows(index: VerticalSlashIndex, n: int, row_start:
 
     cols = torch.arange(n, device=device)
     local_block = rows // TILE - first_block
-    block_hit = walked[:, :, local_block][..., cols // TILE]  # [B, H, rows, N]
-    column_hit = hits[:, :, local_block]
-    causal = cols.view(1, -1) <= rows.view(-1, 1)
-    return (block_hit | column_hit) & causal
+    keep = walked[:, :, local_block][..., cols // TILE]  # [B, H, rows, N]
+    keep |= hits[:, :, local_block]
+    keep &= cols.view(1, -1) <= rows.view(-1, 1)
+    return keep
