@@ -41,3 +41,18 @@ class Example:
         record.pop("prompt")
         record["answers"] = list(self.answers)
         return record
+
+
+def check_grid(tasks, samples: int, known) -> list:
+    """The task names of a benchmark grid, checked: each in ``known``, and ``samples >= 1``.
+
+    Raises:
+        ValueError: an unknown task or ``samples < 1``.
+    """
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ValueError(f"tasks must be among {tuple(known)}, got {unknown}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    return tasks

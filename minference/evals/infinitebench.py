@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from .example import Example
+from .example import Example, check_grid
 from .prompting import context_budget, fit_units, render, truncate_middle
 from .text import NOISE
 
@@ -306,12 +306,7 @@ def generate(
     Raises:
         ValueError: an unknown task or ``samples < 1``.
     """
-    tasks, lengths = list(tasks), list(lengths)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"tasks must be among {TASKS}, got {unknown}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    tasks, lengths = check_grid(tasks, samples, TASKS), list(lengths)
     examples, skipped = [], {}
     for task in tasks:
         records = None

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from . import text
-from .example import Example
+from .example import Example, check_grid
 from .prompting import context_budget, fit_units, render
 
 TASKS = (
@@ -620,12 +620,7 @@ def generate(
     Raises:
         ValueError: an unknown task or ``samples < 1``.
     """
-    tasks, lengths = list(tasks), list(lengths)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"tasks must be among {TASKS}, got {unknown}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    tasks, lengths = check_grid(tasks, samples, TASKS), list(lengths)
     if documents is None and any(NIAH.get(t, ("",))[0] == "essay" for t in tasks):
         documents = text.load_documents(text_dir)
     examples, skipped = [], {}
