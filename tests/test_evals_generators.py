@@ -169,3 +169,12 @@ def test_matched_budgets_keep_the_default_ratio():
     vertical, slash = matched_budgets(0.1, 8192)
     assert vertical + slash == round(0.1 * 8192 / 2)
     assert abs(vertical / (vertical + slash) - 1000 / 7096) < 0.01
+
+
+def test_unknown_tasks_and_empty_grids_are_refused_by_name():
+    from minference.evals import infinitebench, ruler
+
+    with pytest.raises(ValueError, match="tasks must be among"):
+        ruler.generate(None, ["niah_single_9"], [1024], 1)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        infinitebench.generate(None, ["passkey"], [1024], 0)
