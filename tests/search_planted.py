@@ -50,3 +50,23 @@ def planted_qkv(n: int = 2048, head_dim: int = 64, seed: int = 0):
 
     v = torch.randn(4, n, head_dim, generator=g)
     return q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+
+
+def planted_retrieval_qkv(n: int = 2048, head_dim: int = 64, far: int = 300, seed: int = 0):
+    """``q, k, v (1, 1, n, head_dim)``: a wide local window on every row, and a far key column ``far`` that only the
+    last 64 query rows (those that produce the answer) attend to, almost exclusively.
+
+    Over all rows an A-shape window keeps the most attention for its cost (the last rows are 1/32 of them at 2048),
+    but it drops the far column the last rows need; vertical-slash, estimated from the last 64 queries, keeps it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    half = 16
+    slow = 0.002 + 0.004 * torch.rand(half, generator=g)  # low rotary frequencies: a bump ~200 keys wide
+    q = torch.zeros(n, head_dim)
+    k = torch.zeros(n, head_dim)
+    q[:, : 2 * half] = 1.6 * _rotary(torch.arange(n), slow)
+    k[:, : 2 * half] = 1.6 * _rotary(torch.arange(n), slow)
+    q[-64:, 2 * half + 8] = 10.0  # the question ...
+    k[far, 2 * half + 8] = 10.0  # ... and the far key holding its answer
+    v = torch.randn(1, 1, n, head_dim, generator=g)
+    return q.view(1, 1, n, head_dim), k.view(1, 1, n, head_dim), v

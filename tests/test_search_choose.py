@@ -7,6 +7,7 @@ import pytest
 
 from minference.patterns import AShape, BlockSparse, Dense, VerticalSlash
 from minference.search import TileCosts, best_at_cost, choose_budget, choose_min_recall, upper_hull
+from minference.search.choose import average_scores, objective
 
 CANDIDATES = [AShape(sink=0, local=64), VerticalSlash(64, 100), BlockSparse(4), VerticalSlash(128, 100), Dense(),
               BlockSparse(2)]
@@ -97,6 +98,34 @@ def test_summarize_averages_density_recall_and_error():
     table = [[_scores([(2, 0.5), (4, 1.0)]), _scores([(6, 0.7), (8, 0.9)])]]
     table[0][1][0]["error"] = 0.25
     got = summarize(table, [[1, 0]], COSTS, dense_cost=10.0)
-    assert got == pytest.approx({"density": 0.5, "recall": 0.85, "error": 0.125})
+    assert got == pytest.approx({"density": 0.5, "recall": 0.85, "recall_last": 0.85, "objective": 0.85, "error": 0.125})
+    table[0][0][1]["recall_last"] = 0.6  # the last rows keep less: the objective follows them
+    got = summarize(table, [[1, 0]], COSTS, dense_cost=10.0)
+    assert got == pytest.approx({"density": 0.5, "recall": 0.85, "recall_last": 0.65, "objective": 0.65, "error": 0.125})
     with pytest.raises(ValueError, match="chosen"):
         summarize(table, [[1]], COSTS, dense_cost=10.0)
+
+
+def test_choice_weighs_the_last_rows():
+    # A-shape keeps more over all rows but little on the last rows; vertical-slash is good on both at the same cost
+    a_shape, vertical_slash = [AShape(sink=64, local=256), VerticalSlash(256, 100)]
+    scores = _scores([(5, 0.97), (5, 0.93)])
+    scores[0]["recall_last"], scores[1]["recall_last"] = 0.70, 0.96
+    table = [[scores]]
+    assert objective(scores[0]) == 0.70 and objective(scores[1]) == 0.93
+    assert best_at_cost([a_shape, vertical_slash], scores, 5.0, COSTS) == 1
+    assert choose_budget([a_shape, vertical_slash], table, 0.5, COSTS, dense_cost=10.0) == [[1]]
+    assert choose_min_recall([a_shape, vertical_slash], table, 0.9, COSTS) == [[1]]
+    for item in scores:
+        del item["recall_last"]  # all-rows recall alone prefers the A-shape
+    assert best_at_cost([a_shape, vertical_slash], scores, 5.0, COSTS) == 0
+
+
+def test_average_scores_keeps_recall_last_and_refuses_mixed_versions():
+    new = [_scores([(1, 0.8)])]
+    new[0][0]["recall_last"] = 0.6
+    other = [_scores([(1, 0.6)])]
+    other[0][0]["recall_last"] = 0.4
+    assert average_scores([new, other])[0][0]["recall_last"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="recall_last"):
+        average_scores([new, [_scores([(1, 0.6)])]])

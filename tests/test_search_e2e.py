@@ -60,7 +60,8 @@ def test_search_writes_a_config_valid_for_the_model(tiny, tmp_path):
     assert meta["examples"] == [0, 2] and meta["date"]
     assert 0 < meta["density"] <= 0.6 + 1e-9, meta["density"]
     assert len(meta["scores"]) == 2 and all(len(layer) == 4 for layer in meta["scores"])
-    assert all(0 <= s["recall"] <= 1 for layer in meta["scores"] for s in layer)
+    assert all(0 <= s["recall"] <= 1 and 0 <= s["recall_last"] <= 1 for layer in meta["scores"] for s in layer)
+    assert 0 <= meta["recall_last"] <= 1 and "min(recall, recall_last)" in meta["objective"]
     saved = config_io.save(config, tmp_path / "config.json")
     assert config_io.load(saved).to_list() == loaded.to_list()
 
@@ -95,6 +96,21 @@ def test_work_dir_of_another_search_is_refused(tiny, tmp_path):
     _search(tiny, tmp_path / "scores", num_examples=1)
     with pytest.raises(ValueError, match="different search.*length"):
         _search(tiny, tmp_path / "scores", num_examples=1, length=LENGTH + 64)
+
+
+def test_scores_of_an_older_version_are_refused_not_mixed(tiny, tmp_path):
+    work_dir = tmp_path / "scores"
+    _search(tiny, work_dir, num_examples=1)
+    manifest = json.loads((work_dir / "manifest.json").read_text())
+    assert manifest["score_version"] == runner.SCORE_VERSION
+    item = json.loads((work_dir / "example0000-layer000.json").read_text())["scores"][0][0]
+    assert 0 <= item["recall_last"] <= 1
+    del manifest["score_version"]  # a work folder written before recall_last existed
+    (work_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="different search.*score_version"):
+        _search(tiny, work_dir, num_examples=1)
+    with pytest.raises(ValueError, match="version-1 scores"):
+        runner.load_table(work_dir, manifest, range(0, 1))
 
 
 def test_prompts_have_the_exact_length_and_depend_only_on_the_example(tiny):

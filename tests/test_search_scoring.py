@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from search_planted import PLANTED, planted_qkv
+from search_planted import PLANTED, planted_qkv, planted_retrieval_qkv
 
 from minference.search import TileCosts, candidate_space, choose_budget, score_layer
 from minference.search.candidates import a_shape_tiles, dense_tiles
+from minference.search.choose import objective
 from minference.search.scoring import _indices, _mask_rows
 
 
@@ -26,10 +27,14 @@ def test_recall_equals_mass_inside_the_kernel_mask(n):
     scores = score_layer(q, k, v, candidates, error_rows=0)
     indices = _indices(q, k, candidates, None)
     probs = _dense_probs(q, k)
+    last = (-(-n // 64) - 1) * 64  # first row of the last query block
     for slot, candidate in enumerate(candidates):
         mask = _mask_rows(candidate, indices[slot], n, 0, 4)
         expected = torch.ones(4) if mask is None else (probs * mask).sum(dim=(1, 2)) / n
         got = torch.tensor([scores[h][slot]["recall"] for h in range(4)])
+        assert torch.allclose(got, expected.float(), atol=1e-5), (candidate, got, expected)
+        expected = torch.ones(4) if mask is None else (probs * mask)[:, last:].sum(dim=(1, 2)) / (n - last)
+        got = torch.tensor([scores[h][slot]["recall_last"] for h in range(4)])
         assert torch.allclose(got, expected.float(), atol=1e-5), (candidate, got, expected)
 
 
@@ -44,6 +49,7 @@ def test_streaming_in_small_chunks_gives_the_same_scores(monkeypatch):
         for a, b in zip(head_a, head_b):
             assert a["tiles"] == b["tiles"] and a["error"] == b["error"]
             assert abs(a["recall"] - b["recall"]) < 1e-9, (a, b)
+            assert abs(a["recall_last"] - b["recall_last"]) < 1e-9, (a, b)
 
 
 def test_full_budget_keeps_everything_and_matches_dense_output():
@@ -74,6 +80,27 @@ def test_planted_patterns_are_recovered():
     assert got == list(PLANTED), [(candidates[s], round(scores[h][s]["recall"], 4)) for h, s in enumerate(chosen)]
     for head, slot in enumerate(chosen):
         assert scores[head][slot]["recall"] > 0.8, (head, candidates[slot], scores[head][slot])
+
+
+def test_last_rows_that_need_a_far_column_get_vertical_slash():
+    # all-rows recall prefers an A-shape window; the last 64 rows need a far column that only vertical-slash keeps
+    n = 2048
+    q, k, v = planted_retrieval_qkv(n)
+    candidates = [c for c in candidate_space(n) if c.name in ("a_shape", "vertical_slash", "dense")]
+    scores = score_layer(q, k, v, candidates, error_rows=64)
+    all_rows = [[{key: value for key, value in item.items() if key != "recall_last"} for item in head] for head in scores]
+    costs = TileCosts()
+    dense_cost = costs.cost(dense_tiles(n))
+    for density in (0.3, 0.4):
+        old = choose_budget(candidates, [all_rows], density, costs, dense_cost=dense_cost)[0][0]
+        new = choose_budget(candidates, [scores], density, costs, dense_cost=dense_cost)[0][0]
+        old_score, new_score = scores[0][old], scores[0][new]
+        assert candidates[old].name == "a_shape" and candidates[new].name == "vertical_slash", (
+            candidates[old], old_score, candidates[new], new_score)
+        assert old_score["recall"] > new_score["recall"] - 0.005  # all rows alone: the A-shape is at least as good
+        assert old_score["recall_last"] < 0.1 < 0.95 < new_score["recall_last"]  # ... but loses the answer's key
+        assert objective(new_score) > objective(old_score)
+        assert new_score["error"] < old_score["error"]  # and the last rows' output follows
 
 
 def test_score_layer_rejects_bad_arguments():

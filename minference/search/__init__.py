@@ -4,12 +4,13 @@
 >>> config = search(model, tokenizer, task="kv_retrieval", length=4096, target_density=0.3, work_dir="scores")
 
 Pipeline: :mod:`.prompts` (calibration ids) -> :mod:`.capture` (dense forward, q/k/v per layer) ->
-:mod:`.scoring` (per head and candidate: attention mass kept, output error, kernel tiles from the index builders)
--> :mod:`.choose` (equal-cost comparison, global budget) -> :mod:`.runner` (resumable, config with provenance).
+:mod:`.scoring` (per head and candidate: attention mass kept over all rows and over the last query block, output
+error, kernel tiles from the index builders) -> :mod:`.choose` (equal-cost comparison on ``min`` of the two
+recalls, global budget) -> :mod:`.runner` (resumable, config with provenance).
 """
 from .candidates import TileCosts, candidate_space
 from .capture import StopCapture, capture_layers
-from .choose import best_at_cost, choose_budget, choose_min_recall, summarize, upper_hull
+from .choose import best_at_cost, choose_budget, choose_min_recall, objective, summarize, upper_hull
 from .prompts import calibration_ids
 from .runner import SearchSettings, build_config, load_table, score_examples, search
 from .scoring import score_layer
@@ -26,6 +27,7 @@ __all__ = [
     "choose_budget",
     "choose_min_recall",
     "load_table",
+    "objective",
     "score_examples",
     "score_layer",
     "search",

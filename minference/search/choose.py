@@ -1,7 +1,9 @@
 """From per-head candidate scores to one pattern per head: equal-cost comparison and a global budget.
 
 Every head has a list of candidates with a cost (weighted tiles, see :class:`~minference.search.candidates.TileCosts`)
-and a recall (attention mass kept). Two ways to choose:
+and an :func:`objective`: the attention mass kept, taken as the smaller of the recall over all query rows and the
+recall over the last query block (the rows that produce the next token). Everything below compares candidates by
+that objective ("recall" in the names). Two ways to choose:
 
 - :func:`choose_min_recall`: per head, the cheapest candidate that keeps at least ``min_recall``;
 - :func:`choose_budget`: a global budget ``target_density x (dense cost of all heads)`` spread over heads greedily by
@@ -22,15 +24,29 @@ from .candidates import TileCosts, kind_rank
 RECALL_TOLERANCE = 1e-6
 """Recalls closer than this count as equal (float noise must not buy a costlier pattern)."""
 
+def objective(score: dict) -> float:
+    """What the choice maximises per head: ``min(recall, recall_last)``.
+
+    All-rows recall alone rewards patterns that serve the many early rows (A-shape windows keep most of their mass)
+    while dropping far keys the last rows need to answer; last-block recall alone is 64 rows of evidence and says
+    nothing about the rows that build the context. The minimum values a candidate by its weaker side, needs no weight
+    to tune, and equals the all-rows recall whenever the last rows keep at least as much. Scores without
+    ``recall_last`` (hand-made tables) are valued by ``recall``; stored score files always carry it (the runner
+    refuses older ones).
+    """
+    return min(score["recall"], score.get("recall_last", score["recall"]))
+
+
 MIN_SLOPE = 0.01
 """Default smallest recall gain worth a dense head's cost (1 % recall for the price of running the head densely)."""
 
 
 def average_scores(examples: Sequence[Sequence[Sequence[dict]]]) -> list[list[dict]]:
-    """Mean over examples of one layer's ``scores[head][slot]`` (tiles, recall, error).
+    """Mean over examples of one layer's ``scores[head][slot]`` (tiles, recall, recall_last, error).
 
     Raises:
-        ValueError: no examples, or examples with different heads or candidates.
+        ValueError: no examples, examples with different heads or candidates, or some with ``recall_last`` and some
+            without (scores of different versions).
     """
     if not examples:
         raise ValueError("examples must hold at least one example's scores")
@@ -45,11 +61,17 @@ def average_scores(examples: Sequence[Sequence[Sequence[dict]]]) -> list[list[di
         for slot in range(shape[head]):
             items = [example[head][slot] for example in examples]
             tiles = {key: sum(item["tiles"][key] for item in items) / count for key in items[0]["tiles"]}
-            row.append({
+            entry = {
                 "tiles": tiles,
                 "recall": sum(item["recall"] for item in items) / count,
                 "error": sum(item["error"] for item in items) / count,
-            })
+            }
+            has_last = ["recall_last" in item for item in items]
+            if any(has_last) and not all(has_last):
+                raise ValueError("examples mix scores with and without recall_last (different score versions)")
+            if all(has_last):
+                entry["recall_last"] = sum(item["recall_last"] for item in items) / count
+            row.append(entry)
         averaged.append(row)
     return averaged
 
@@ -57,7 +79,7 @@ def average_scores(examples: Sequence[Sequence[Sequence[dict]]]) -> list[list[di
 def _order(candidates: Sequence, scores: Sequence[dict], costs: TileCosts) -> list[int]:
     return sorted(
         range(len(candidates)),
-        key=lambda s: (costs.cost(scores[s]["tiles"]), -scores[s]["recall"], kind_rank(candidates[s]), s),
+        key=lambda s: (costs.cost(scores[s]["tiles"]), -objective(scores[s]), kind_rank(candidates[s]), s),
     )
 
 
@@ -65,14 +87,14 @@ def upper_hull(candidates: Sequence, scores: Sequence[dict], costs: TileCosts) -
     """Slots on the upper concave hull of (cost, recall), by increasing cost and strictly increasing recall."""
     frontier: list[int] = []
     for slot in _order(candidates, scores, costs):
-        if frontier and scores[slot]["recall"] <= scores[frontier[-1]]["recall"] + RECALL_TOLERANCE:
+        if frontier and objective(scores[slot]) <= objective(scores[frontier[-1]]) + RECALL_TOLERANCE:
             continue
         frontier.append(slot)
     hull: list[int] = []
     for slot in frontier:
         while len(hull) >= 2:
-            (c0, r0), (c1, r1) = ((costs.cost(scores[s]["tiles"]), scores[s]["recall"]) for s in hull[-2:])
-            c2, r2 = costs.cost(scores[slot]["tiles"]), scores[slot]["recall"]
+            (c0, r0), (c1, r1) = ((costs.cost(scores[s]["tiles"]), objective(scores[s])) for s in hull[-2:])
+            c2, r2 = costs.cost(scores[slot]["tiles"]), objective(scores[slot])
             if (r1 - r0) * (c2 - c0) <= (r2 - r0) * (c1 - c0):  # hull[-1] lies on or below the chord
                 hull.pop()
             else:
@@ -90,8 +112,8 @@ def best_at_cost(candidates: Sequence, scores: Sequence[dict], cost: float, cost
     affordable = [s for s in order if costs.cost(scores[s]["tiles"]) <= cost * (1 + 1e-12)]
     if not affordable:
         return order[0]
-    best = max(scores[s]["recall"] for s in affordable)
-    return next(s for s in affordable if scores[s]["recall"] >= best - RECALL_TOLERANCE)
+    best = max(objective(scores[s]) for s in affordable)
+    return next(s for s in affordable if objective(scores[s]) >= best - RECALL_TOLERANCE)
 
 
 def choose_min_recall(
@@ -109,8 +131,8 @@ def choose_min_recall(
         row = []
         for scores in layer:
             order = _order(candidates, scores, costs)
-            enough = [s for s in order if scores[s]["recall"] >= min_recall - RECALL_TOLERANCE]
-            row.append(enough[0] if enough else max(order, key=lambda s: scores[s]["recall"]))
+            enough = [s for s in order if objective(scores[s]) >= min_recall - RECALL_TOLERANCE]
+            row.append(enough[0] if enough else max(order, key=lambda s: objective(scores[s])))
         chosen.append(row)
     return chosen
 
@@ -153,7 +175,7 @@ def choose_budget(
 
     def point(key, step):
         scores = table[key[0]][key[1]][hulls[key][step]]
-        return costs.cost(scores["tiles"]), scores["recall"]
+        return costs.cost(scores["tiles"]), objective(scores)
 
     used = sum(point(key, 0)[0] for key in heads)
     queue: list = []
@@ -184,7 +206,7 @@ def choose_budget(
         current = chosen[key]
         current_cost = costs.cost(scores[current]["tiles"])
         upgrade = best_at_cost(candidates, scores, current_cost + max(0.0, budget - used), costs)
-        gain = scores[upgrade]["recall"] - scores[current]["recall"]
+        gain = objective(scores[upgrade]) - objective(scores[current])
         extra = costs.cost(scores[upgrade]["tiles"]) - current_cost
         if gain > RECALL_TOLERANCE and gain * dense_cost >= min_slope * max(extra, 0.0):
             used += extra
@@ -195,7 +217,8 @@ def choose_budget(
 def summarize(
     table: Sequence[Sequence[Sequence[dict]]], chosen: Sequence[Sequence[int]], costs: TileCosts, dense_cost: float
 ) -> dict:
-    """Mean ``density`` (cost / dense cost), ``recall`` and ``error`` of ``chosen[layer][head]`` slots in ``table``.
+    """Mean ``density`` (cost / dense cost), ``recall``, ``recall_last``, ``objective`` and ``error`` of
+    ``chosen[layer][head]`` slots in ``table`` (``recall_last`` falls back to ``recall`` where a score lacks it).
 
     Raises:
         ValueError: ``chosen`` does not match the table's layers and heads.
@@ -207,5 +230,7 @@ def summarize(
     return {
         "density": sum(costs.cost(p["tiles"]) for p in picks) / (dense_cost * count),
         "recall": sum(p["recall"] for p in picks) / count,
+        "recall_last": sum(p.get("recall_last", p["recall"]) for p in picks) / count,
+        "objective": sum(objective(p) for p in picks) / count,
         "error": sum(p["error"] for p in picks) / count,
     }

@@ -101,6 +101,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="global budget as speedup over dense, i.e. --target-density 1/S (with --tile-costs in "
                              "time units this is a predicted speedup of the attention kernels)")
     select.add_argument("--min-recall", type=_density, help="per head: cheapest pattern keeping this attention mass "
+                                                             "on all rows and on the last query block "
                                                              "(default 0.95 when no --target-density)")
     parser.add_argument("--start-example", type=int, default=0, help="first calibration example (default 0)")
     parser.add_argument("--num-examples", type=int, default=1, help="calibration examples to average (default 1)")

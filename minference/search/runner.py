@@ -27,6 +27,10 @@ from .scoring import score_layer
 
 DEFAULT_MIN_RECALL = 0.95
 
+SCORE_VERSION = 2
+"""Version of the per-layer score files, pinned in the manifest. 2 added ``recall_last`` (mass kept on the last
+query block); a work folder of version-1 scores is refused rather than mixed (score into a new folder)."""
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -102,6 +106,7 @@ def score_examples(model, tokenizer, settings: SearchSettings, work_dir: str | P
     pinned = {key: value for key, value in asdict(settings).items() if key not in ("start_example", "num_examples")}
     manifest = _open_work_dir(work_dir, {
         **pinned,
+        "score_version": SCORE_VERSION,
         "model_shape": shape,
         "candidates": [c.to_dict() for c in candidates],
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -137,9 +142,16 @@ def load_table(work_dir: str | Path, manifest: dict, examples: range) -> list[li
     """``table[layer][head][slot]``: the scores in ``work_dir`` averaged over ``examples``.
 
     Raises:
-        ValueError: a score file is missing (run :func:`score_examples` for those examples first).
+        ValueError: the scores are of another version (older ones lack ``recall_last``), or a score file is missing
+            (run :func:`score_examples` for those examples first).
     """
     work_dir = Path(work_dir)
+    version = manifest.get("score_version", 1)
+    if version != SCORE_VERSION:
+        raise ValueError(
+            f"work_dir {str(work_dir)!r} holds version-{version} scores (this search needs version {SCORE_VERSION}, "
+            "which adds recall_last); score into a new work_dir"
+        )
     missing = [str(_score_path(work_dir, e, l)) for e in examples for l in range(manifest["model_shape"]["layers"])
                if not _score_path(work_dir, e, l).exists()]
     if missing:
@@ -186,7 +198,7 @@ def build_config(
         chosen = choose_min_recall(candidates, table, min_recall, tile_costs)
         selection = {"min_recall": min_recall}
     layers, scores = [], []
-    total_cost = total_recall = 0.0
+    total_cost = total_recall = total_last = 0.0
     for layer, row in zip(table, chosen):
         layers.append([candidates[slot].to_dict() for slot in row])
         layer_scores = []
@@ -195,8 +207,10 @@ def build_config(
             cost = tile_costs.cost(item["tiles"])
             total_cost += cost
             total_recall += item["recall"]
+            total_last += item["recall_last"]
             layer_scores.append({
                 "recall": round(item["recall"], 6),
+                "recall_last": round(item["recall_last"], 6),
                 "error": round(item["error"], 6),
                 "density": round(cost / dense_cost, 6),
             })
@@ -214,7 +228,11 @@ def build_config(
         "tile_costs": asdict(tile_costs),
         "density": round(total_cost / (dense_cost * heads), 6),
         "recall": round(total_recall / heads, 6),
+        "recall_last": round(total_last / heads, 6),
         "recall_meaning": "attention mass kept, averaged over query rows, heads and examples",
+        "recall_last_meaning": "attention mass kept on the last query block (last 64 rows), averaged over heads and "
+                               "examples",
+        "objective": "per head, candidates compared at equal cost by min(recall, recall_last)",
         "error_meaning": f"mean relative L2 output error vs dense on the last {manifest['error_rows']} query rows",
         "density_meaning": "kernel cost (tiles incl. estimation, weighted by tile_costs) / dense causal cost",
         "scores": scores,

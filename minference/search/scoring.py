@@ -10,7 +10,10 @@ is folded into two small summaries from which every candidate's kept mass follow
   ``cumsum[i] - cumsum[i - local]``, the sinks left of the window ``cumsum[min(sink, i - local + 1) - 1]``), since
   A-shape masks cut through tiles.
 
-Recall is the kept mass averaged over query rows (each row's mass is 1). The output error is measured on the last
+Recall is the kept mass averaged over query rows (each row's mass is 1). ``recall_last`` is the same average over the
+rows of the last query block only (the last 64 rows when ``N`` is a multiple of 64): the rows that produce the next
+token, and the rows vertical-slash estimates its index from. It is read off the same summaries (the last row of ``C``,
+the A-shape row masses of the last chunk), so it costs no extra pass. The output error is measured on the last
 ``error_rows`` query rows (those that produce the next token): the relative L2 distance between attention restricted
 to the candidate's mask (from the index builders' ``*_mask_rows``, the kernels' truth) and dense attention.
 """
@@ -88,7 +91,7 @@ def _probabilities(q_rows, k_heads, row_start: int, scale: float) -> torch.Tenso
 
 
 def _a_shape_row_mass(cumulative: torch.Tensor, row_start: int, sink: int, local: int) -> torch.Tensor:
-    """Kept mass of A-shape ``(sink, local)`` summed over the chunk's rows: ``(G,)`` float64."""
+    """Kept mass of A-shape ``(sink, local)`` on each of the chunk's rows: ``(G, rows)`` float64."""
     groups, rows, _ = cumulative.shape
     i = torch.arange(row_start, row_start + rows, device=cumulative.device)
     total = cumulative.gather(2, i.view(1, -1, 1).expand(groups, rows, 1)).squeeze(-1)
@@ -98,11 +101,12 @@ def _a_shape_row_mass(cumulative: torch.Tensor, row_start: int, sink: int, local
     sink_end = torch.minimum(torch.full_like(i, sink), i - local + 1) - 1  # last sink key left of the window
     sinks = cumulative.gather(2, sink_end.clamp_min(0).view(1, -1, 1).expand(groups, rows, 1)).squeeze(-1)
     sinks = torch.where(sink_end >= 0, sinks, torch.zeros_like(sinks))
-    return (window + sinks).sum(dim=1)
+    return window + sinks
 
 
 def _block_summaries(q, k, heads: Sequence[int], a_shapes: Sequence[AShape], scale: float):
-    """Stream the rows of query heads ``heads``: returns ``C (G, R, N)`` float64 and A-shape masses ``(G, A)``."""
+    """Stream the rows of query heads ``heads``: returns ``C (G, R, N)`` float64 and A-shape masses ``(G, A)``, over
+    all rows and over the rows of the last query block."""
     _, hq, n, _ = q.shape
     group = hq // k.shape[1]
     device = q.device
@@ -114,6 +118,8 @@ def _block_summaries(q, k, heads: Sequence[int], a_shapes: Sequence[AShape], sca
     rows_per_chunk = max(TILE, (WORK_BYTES // per_row) // TILE * TILE)
     column_mass = torch.zeros(len(heads), blocks, n, dtype=torch.float64, device=device)
     a_mass = torch.zeros(len(heads), len(a_shapes), dtype=torch.float64, device=device)
+    a_last = torch.zeros(len(heads), len(a_shapes), dtype=torch.float64, device=device)
+    last_start = (blocks - 1) * TILE  # first row of the last query block
     for start in range(0, n, rows_per_chunk):
         end = min(n, start + rows_per_chunk)
         probs = _probabilities(q_heads[:, start:end], k_heads, start, scale)
@@ -129,10 +135,13 @@ def _block_summaries(q, k, heads: Sequence[int], a_shapes: Sequence[AShape], sca
         if a_shapes:
             cumulative = probs.cumsum(dim=-1, dtype=torch.float64)
             for slot, pattern in enumerate(a_shapes):
-                a_mass[:, slot] += _a_shape_row_mass(cumulative, start, pattern.sink, min(pattern.local, n))
+                rows = _a_shape_row_mass(cumulative, start, pattern.sink, min(pattern.local, n))
+                a_mass[:, slot] += rows.sum(dim=1)
+                if end > last_start:
+                    a_last[:, slot] += rows[:, max(0, last_start - start) :].sum(dim=1)
             del cumulative
         del probs, probs_padded
-    return column_mass, a_mass
+    return column_mass, a_mass, a_last
 
 
 def _tile_mass(column_mass: torch.Tensor) -> torch.Tensor:
@@ -144,30 +153,31 @@ def _tile_mass(column_mass: torch.Tensor) -> torch.Tensor:
 
 
 def _vertical_slash_mass(index, column_mass: torch.Tensor, tile_mass: torch.Tensor) -> torch.Tensor:
-    """Mass (per head, ``(G,)``) of the walked blocks and of the gathered columns outside them."""
+    """Mass per head and query block, ``(G, R)``, of the walked blocks and of the gathered columns outside them."""
     groups, blocks, n = column_mass.shape
     device = column_mass.device
     present = index.block_present[0].bool()  # [G, R] by block-diagonal offset
     m = torch.arange(blocks, device=device)
     offset = m.view(-1, 1) - m.view(1, -1)  # query block - key block
     walked = present[:, offset.clamp_min(0)] & (offset >= 0)  # [G, R, R]
-    mass = (tile_mass * walked).sum(dim=(1, 2))
+    mass = (tile_mass * walked).sum(dim=2)
     chosen = torch.zeros(groups, n + 1, dtype=torch.bool, device=device)
     chosen.scatter_(1, index.columns[0].long(), True)
     chosen = chosen[:, :n]
     key_block = torch.arange(n, device=device) // TILE
     gathered = chosen.unsqueeze(1) & (key_block.view(1, 1, -1) < m.view(1, -1, 1))  # left of the query block
     gathered = gathered & ~walked[:, :, key_block]
-    return mass + (column_mass * gathered).sum(dim=(1, 2))
+    return mass + (column_mass * gathered).sum(dim=2)
 
 
 def _block_sparse_mass(index, tile_mass: torch.Tensor) -> torch.Tensor:
+    """Mass per head and query block, ``(G, R)``, of the listed blocks."""
     groups, blocks, _ = tile_mass.shape
     slots = index.blocks.shape[-1]
     walked_slot = torch.arange(slots, device=tile_mass.device).view(1, 1, -1) < index.block_count[0].unsqueeze(-1)
     walked = torch.zeros(groups, blocks, blocks + 1, dtype=torch.bool, device=tile_mass.device)
     walked.scatter_(2, torch.where(walked_slot, index.blocks[0].long(), blocks), walked_slot)
-    return (tile_mass * walked[..., :blocks]).sum(dim=(1, 2))
+    return (tile_mass * walked[..., :blocks]).sum(dim=2)
 
 
 def _mask_rows(candidate, index, n: int, row_start: int, heads: int) -> torch.Tensor | None:
@@ -223,9 +233,9 @@ def score_layer(
         error_rows: last query rows on which the output error is measured; 0 skips it (error reported as 0).
 
     Returns:
-        ``scores[head][slot] = {"tiles": {"walked", "gathered", "estimate"}, "recall": r, "error": e}`` for
-        ``candidates[slot]``: ``r`` the attention mass kept averaged over query rows, ``e`` the mean relative L2
-        output error on the last rows.
+        ``scores[head][slot] = {"tiles": {"walked", "gathered", "estimate"}, "recall": r, "recall_last": l,
+        "error": e}`` for ``candidates[slot]``: ``r`` the attention mass kept averaged over query rows, ``l`` the
+        same over the rows of the last query block, ``e`` the mean relative L2 output error on the last rows.
 
     Raises:
         ValueError: batch is not 1, shapes disagree, ``error_rows < 0`` or a block-sparse block size is not 64.
@@ -249,12 +259,15 @@ def score_layer(
     a_shapes = [candidates[slot] for slot in a_slots]
 
     recall = torch.ones(len(candidates), hq, dtype=torch.float64)
+    recall_last = torch.ones(len(candidates), hq, dtype=torch.float64)
     heads_per_group = max(1, WORK_BYTES // (24 * (-(-n // TILE)) * n))  # C, its products and masks per head
     for first in range(0, hq, heads_per_group):
         heads = list(range(first, min(hq, first + heads_per_group)))
         head_index = torch.tensor(heads, device=q.device)
-        column_mass, a_mass = _block_summaries(q, k, heads, a_shapes, scale)
-        total = column_mass.sum(dim=(1, 2)).clamp_min(1e-30)
+        column_mass, a_mass, a_last = _block_summaries(q, k, heads, a_shapes, scale)
+        block_total = column_mass.sum(dim=2)  # (G, R): the number of rows of each query block
+        total = block_total.sum(dim=1).clamp_min(1e-30)
+        last_total = block_total[:, -1].clamp_min(1e-30)
         tile_mass = _tile_mass(column_mass)
         for slot, (candidate, index) in enumerate(zip(candidates, indices)):
             if isinstance(candidate, VerticalSlash):
@@ -263,10 +276,13 @@ def score_layer(
                 kept = _block_sparse_mass(_select(index, head_index), tile_mass)
             else:
                 continue
-            recall[slot, heads] = (kept / total).cpu()
+            recall[slot, heads] = (kept.sum(dim=1) / total).cpu()
+            recall_last[slot, heads] = (kept[:, -1] / last_total).cpu()
         for a_slot, slot in enumerate(a_slots):
             recall[slot, heads] = (a_mass[:, a_slot] / total).cpu()
+            recall_last[slot, heads] = (a_last[:, a_slot] / last_total).cpu()
     recall.clamp_(max=1.0)
+    recall_last.clamp_(max=1.0)
 
     errors = torch.zeros(len(candidates), hq, dtype=torch.float64)
     if error_rows:
@@ -274,7 +290,8 @@ def score_layer(
     tiles = [_tiles(candidate, index, n, hq) for candidate, index in zip(candidates, indices)]
     return [
         [
-            {"tiles": tiles[slot][head], "recall": float(recall[slot, head]), "error": float(errors[slot, head])}
+            {"tiles": tiles[slot][head], "recall": float(recall[slot, head]),
+             "recall_last": float(recall_last[slot, head]), "error": float(errors[slot, head])}
             for slot in range(len(candidates))
         ]
         for head in range(hq)
