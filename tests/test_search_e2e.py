@@ -110,7 +110,7 @@ def test_scores_of_an_older_version_are_refused_not_mixed(tiny, tmp_path):
     with pytest.raises(ValueError, match="different search.*score_version"):
         _search(tiny, work_dir, num_examples=1)
     with pytest.raises(ValueError, match="version-1 scores"):
-        runner.load_table(work_dir, manifest, range(0, 1))
+        runner.load_table(work_dir, manifest, range(1))
 
 
 def test_prompts_have_the_exact_length_and_depend_only_on_the_example(tiny):
