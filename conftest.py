@@ -18,6 +18,13 @@ def _cuda_visible() -> bool:
 if not _cuda_visible():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+try:  # GPU runs pay a Triton compile per new shape: "no-shrink" reports the first failing example as drawn
+    from hypothesis import Phase, settings
+
+    settings.register_profile("no-shrink", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+except ImportError:  # the main-job install has no hypothesis
+    pass
+
 MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow")
 SUITES = ("bench", "evals")
 

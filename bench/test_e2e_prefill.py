@@ -22,7 +22,9 @@ CHECKPOINT = os.environ.get("MINFERENCE_E2E_CHECKPOINT")
 
 @pytest.fixture(scope="module")
 def built():
-    model, tokenizer, weights = e2e.build_model(CHECKPOINT, LAYERS)
+    model, tokenizer, weights = e2e.build_model(
+        CHECKPOINT, LAYERS, locality=0.0 if CHECKPOINT else e2e.DEFAULT_LOCALITY
+    )
     yield model, tokenizer, weights
     del model
     torch.cuda.empty_cache()

@@ -102,3 +102,33 @@ def test_cli_merge_writes_the_table(tmp_path, capsys):
     args = parser.parse_args(["e2e", "--merge", paths["json"], "--out", str(tmp_path / "merged")])
     assert args.run(args) == 0
     assert "| 1M | 600.000 |" in (tmp_path / "merged" / "e2e.md").read_text()
+
+
+def _attention_of_first_layer(locality: float, n: int = 1024) -> torch.Tensor:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=128, rope_theta=3.58e9,
+                         attention_bias=locality > 0, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    if locality > 0:
+        e2e.add_local_bias(model, locality)
+    with torch.no_grad():
+        out = model(e2e.prompt_ids(n), output_attentions=True)
+    return out.attentions[0][0]  # (heads, n, n)
+
+
+def test_local_bias_makes_random_attention_decay_with_distance():
+    """The bias turns near-uniform random attention into local-heavy attention (what vertical-slash is built for):
+    the last query's mass within 64 tokens goes from about 64/1024 to most of the row."""
+    near = lambda probs: probs[:, -1, -64:].sum(-1)  # noqa: E731
+    plain, local = _attention_of_first_layer(0.0), _attention_of_first_layer(e2e.DEFAULT_LOCALITY)
+    assert (near(plain) < 0.2).all(), near(plain)
+    assert (near(local) > 0.8).all(), near(local)
+    assert (local[:, -1, -1] > local[:, -1, -512]).all()
+
+
+def test_build_model_rejects_a_negative_locality():
+    with pytest.raises(ValueError, match="locality must be a number >= 0"):
+        e2e.build_model(locality=-1.0, device="cpu")

@@ -116,6 +116,27 @@ def series_label(row: Mapping) -> str:
     return " ".join(parts)
 
 
+PATTERN_COLOURS = {"vertical_slash": "tab:blue", "block_sparse": "tab:green", "a_shape": "tab:purple"}
+DENSE_COLOURS = {"sdpa_flash": "tab:red", "sdpa_cudnn": "black", "sdpa": "tab:gray"}
+INDEX_SET_MARKERS = {"local_heavy": "o", "measured": "s", "random": "x", "static": "^"}
+
+
+def line_style(label: str) -> dict:
+    """Colour = pattern (dense baselines: their own colour, dashed), line = ours solid / Flex dotted, marker = index
+    set: fourteen lines stay tellable apart, which matplotlib's ten-colour cycle does not manage."""
+    method, _, rest = label.partition(" ")
+    if method in DENSE_COLOURS:
+        return dict(color=DENSE_COLOURS[method], linestyle="--", linewidth=2, marker="o", markersize=3)
+    pattern, _, index_set = rest.partition("/")
+    return dict(
+        color=PATTERN_COLOURS.get(pattern, "tab:orange"),
+        linestyle=":" if method == "flex" else "-",
+        linewidth=1.2,
+        marker=INDEX_SET_MARKERS.get(index_set, "o"),
+        markersize=4,
+    )
+
+
 def write_chart(path: str, rows: Iterable[Mapping], title: str = "") -> None:
     """Latency vs N, log-log, one line per method (one panel per batch size), written atomically as PNG."""
     import matplotlib
@@ -135,16 +156,7 @@ def write_chart(path: str, rows: Iterable[Mapping], title: str = "") -> None:
                 )
         for label, points in sorted(series.items()):
             points.sort()
-            dense = label.split()[0] in ("sdpa_flash", "sdpa_cudnn", "sdpa")
-            ax.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                marker="o",
-                markersize=3,
-                linestyle="--" if dense else "-",
-                linewidth=2 if dense else 1.2,
-                label=label,
-            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=label, **line_style(label))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
