@@ -95,6 +95,16 @@ def test_merge_combines_runs_and_refuses_other_gpus():
         e2e.merge([first, second])
 
 
+def test_merged_runs_timed_differently_say_how_each_length_was_timed():
+    first, second = fake_document(), fake_document()
+    second["settings"] = dict(second["settings"], runs=1, warmup=0)
+    second["rows"] = [{"tokens": 2_000_000, "method": "minference", "seconds": 9.0, "runs": [9.0], "peak_gb": 70.0}]
+    text = e2e.markdown(e2e.merge([first, second]))
+    assert "(timing per length below)" in text
+    assert "- 2M: median of 1, after 0 warm-up" in text
+    assert "(timing per length below)" not in e2e.markdown(first)
+
+
 def test_cli_merge_writes_the_table(tmp_path, capsys):
     paths = e2e.write_outputs(fake_document(), str(tmp_path / "a"))
     parser = argparse.ArgumentParser()

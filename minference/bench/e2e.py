@@ -437,6 +437,19 @@ def _format_tokens(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}K" if n % 1000 == 0 else str(n)
 
 
+def _timings(document: dict) -> list:
+    """``[(lengths, "median of R, after W warm-up"), ...]``: one entry unless merged runs were timed differently."""
+    default_warmup = document["settings"]["warmup"]
+    by_how: dict = {}
+    for row in document["rows"]:
+        if "runs" in row:
+            how = f"median of {len(row['runs'])}, after {row.get('warmup', default_warmup)} warm-up"
+            by_how.setdefault(how, set()).add(row["tokens"])
+    if not by_how:
+        by_how[f"median of {document['settings']['runs']}, after {default_warmup} warm-up"] = set()
+    return [(sorted(ns), how) for how, ns in sorted(by_how.items(), key=lambda item: min(item[1], default=0))]
+
+
 def markdown(document: dict) -> str:
     """The published table's format (lengths as rows, methods as columns, seconds), speedups of MInference, the
     peak memory table, and the measured densities."""
@@ -458,9 +471,10 @@ def markdown(document: dict) -> str:
         return "OOM" if "out of memory" in row.get("error", "") else "skipped"
 
     m = document["machine"]
+    timings = _timings(document)
+    timing = timings[0][1] if len(timings) == 1 else "timing per length below"
     lines = [
-        f"Prefill latency, seconds (median of {document['settings']['runs']}, after {document['settings']['warmup']} "
-        f"warm-up). {report.machine_line(m)} | transformers {m.get('transformers', '?')}",
+        f"Prefill latency, seconds ({timing}). {report.machine_line(m)} | transformers {m.get('transformers', '?')}",
         f"Model: Llama-3-8B-1M shapes, {document['weights']}; `use_cache=False`, `logits_to_keep=1`, norms/MLP in "
         f"chunks of {document['settings']['chunk_size']} tokens; sparse methods dense below "
         f"{document['settings']['dense_below']} tokens.",
@@ -482,6 +496,8 @@ def markdown(document: dict) -> str:
             + " | ".join(speedups)
             + " |"
         )
+    if len(timings) > 1:
+        lines += [""] + [f"- {', '.join(_format_tokens(n) for n in ns)}: {how}" for ns, how in timings]
     lines += [
         "",
         "Peak GPU memory (GiB, `max_memory_allocated`):",
@@ -499,8 +515,9 @@ def markdown(document: dict) -> str:
     if document["density"]:
         lines += [
             "",
-            "MInference executed-tile density per layer (mean over heads; random weights give near-uniform "
-            "attention, hence far denser indices than a trained model's):",
+            "MInference executed-tile density per layer (mean over heads, 64x64 tiles executed / causal tiles; "
+            "on random weights the estimator's lower-ranked diagonals scatter, so indices are far denser than on a "
+            "trained model's local heads):",
             "",
         ]
         for n, values in sorted(document["density"].items(), key=lambda item: int(item[0])):
@@ -574,7 +591,9 @@ def merge(documents: Sequence[dict]) -> dict:
     rows = {}
     density = {}
     for doc in documents:
-        rows.update({(row["tokens"], row["method"]): row for row in doc["rows"]})
+        # each row keeps its own run's warm-up count, so the merged table can say how every length was timed
+        rows.update({(row["tokens"], row["method"]): dict(row, warmup=row.get("warmup", doc["settings"]["warmup"]))
+                     for row in doc["rows"]})
         density.update(doc.get("density", {}))
     merged = dict(first)
     merged["rows"] = [rows[key] for key in sorted(rows, key=lambda key: (key[0], ALL_METHODS.index(key[1])))]
