@@ -15,12 +15,14 @@ from . import reference
 from ._device_cache import device_tensor
 from ._checks import check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
 from .index import (
+    TILE,
     a_shape_index_mask_rows,
     block_sparse_index_mask_rows,
     build_block_sparse_index,
     build_vertical_slash_index,
     vertical_slash_index_mask_rows,
 )
+from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
 from .patterns import a_shape as a_shape_pattern
 from .patterns import block_sparse as block_sparse_pattern
@@ -305,6 +307,34 @@ def _per_head_patterns(patterns: PatternSpec, heads: int) -> list:
     return patterns
 
 
+def _check_dense_above(dense_above) -> None:
+    if dense_above is None:
+        return
+    if isinstance(dense_above, bool) or not isinstance(dense_above, (int, float)) or not dense_above >= 0:
+        raise ValueError(f"dense_above must be None or a number >= 0 (a fraction of the causal tiles), got {dense_above!r}")
+
+
+def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes: dict) -> torch.Tensor:
+    """Tiles the launches would execute, summed over batch and heads, in units of 64 x 64 tiles (a 0-d tensor on
+    the index's device; A-shape and dense heads are counted on the host, exactly as their kernel walks them)."""
+    batch = None
+    total = 0
+    if vertical_slash_index is not None:
+        total = total + vertical_slash_tiles(vertical_slash_index).sum()
+        batch = vertical_slash_index.block_count.shape[0]
+    for block_size, index in block_indexes.items():
+        # a block of block_size^2 scores costs (block_size / 64)^2 tiles of 64 x 64
+        total = total + index.block_count.long().sum() * block_size * block_size / (TILE * TILE)
+        batch = index.block_count.shape[0]
+    host = 0
+    for pattern in per_head:
+        if isinstance(pattern, AShape):
+            host += a_shape_tiles(n, pattern.sink, min(pattern.local, n))
+        elif isinstance(pattern, Dense):
+            host += causal_tiles(n)
+    return total + host * (batch or 1)
+
+
 def sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -317,17 +347,23 @@ def sparse_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
+    dense_above: Optional[float] = None,
 ):
     """MInference prefill attention: each query head runs its own pattern, with indices estimated from this input.
 
     Heads are grouped by pattern type and each group is one launch (block-sparse heads also by block size);
     dense heads join the A-shape launch with a window covering everything. Estimation and index building run on
-    the inputs' device without host synchronisation (``validate=False``).
+    the inputs' device without host synchronisation (``validate=False``), unless ``dense_above`` is given.
 
     Args:
         q: ``(B, Hq, N, D)``; k, v: ``(B, Hkv, N, D)``.
         patterns: one pattern for every head, or a list of ``Hq`` patterns
             (:class:`AShape`, :class:`VerticalSlash`, :class:`BlockSparse`, :class:`Dense`).
+        dense_above: density fallback. After the indices are built, if the kernels would execute more than this
+            fraction of the causal 64 x 64 tiles (over the whole batch and all heads), run exact dense attention
+            through SDPA instead, which is faster at that density (one host synchronisation to decide). Applies
+            only where the SDPA path can stand in: no ``seqlens``, no ``return_lse``; otherwise it is ignored and
+            the sparse kernels run. ``None`` (default): always sparse, so the result is exactly the patterns' mask.
         Other arguments as in :func:`vertical_slash_attention`.
 
     Returns:
@@ -338,36 +374,54 @@ def sparse_attention(
     per_head = _per_head_patterns(patterns, heads)
     backend = _resolve_backend(backend, q)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
+    _check_dense_above(dense_above)
 
     if all(isinstance(p, Dense) for p in per_head) and not return_lse and seqlens is None and out is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
 
-    out, lse = _outputs(q, out, return_lse)
     vertical_slash_heads = [h for h, p in enumerate(per_head) if isinstance(p, VerticalSlash)]
     window_heads = [h for h, p in enumerate(per_head) if isinstance(p, (AShape, Dense))]
     block_sizes = sorted({p.block_size for p in per_head if isinstance(p, BlockSparse)})
+    block_groups = {
+        size: [h for h, p in enumerate(per_head) if isinstance(p, BlockSparse) and p.block_size == size]
+        for size in block_sizes
+    }
 
+    vertical_slash_index = None
     if vertical_slash_heads:
-        chosen = [per_head[h] for h in vertical_slash_heads]
         vertical_idx, slash_idx = vertical_slash_pattern.estimate(
-            q, k, chosen, vertical_slash_heads, seqlens=seqlens, sm_scale=sm_scale
+            q, k, [per_head[h] for h in vertical_slash_heads], vertical_slash_heads, seqlens=seqlens, sm_scale=sm_scale
         )
-        index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+        vertical_slash_index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+    block_indexes = {}
+    for block_size, group in block_groups.items():
+        block_idx = block_sparse_pattern.estimate(
+            q, k, [per_head[h] for h in group], group, seqlens=seqlens, sm_scale=sm_scale
+        )
+        block_indexes[block_size] = build_block_sparse_index(block_idx)
+
+    if dense_above is not None and seqlens is None and not return_lse:
+        executed = _executed_tiles(n, per_head, vertical_slash_index, block_indexes)
+        if float(executed) > dense_above * causal_tiles(n) * batch * heads:  # the one host synchronisation
+            dense = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
+            if out is None:
+                return dense
+            _outputs(q, out, False)  # checks out's shape, dtype and device
+            return out.copy_(dense)
+
+    out, lse = _outputs(q, out, return_lse)
+    if vertical_slash_index is not None:
         if backend == "triton":
             from .kernels.sparse_attention import vertical_slash_forward
 
             head_map = device_tensor(vertical_slash_heads, q.device)
-            vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+            vertical_slash_forward(q, k, v, vertical_slash_index, head_map, out, lse, seqlens, sm_scale)
         else:
-            rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
+            rows = lambda start, end: vertical_slash_index_mask_rows(vertical_slash_index, n, start, end)  # noqa: E731
             _torch_forward(q, k, v, vertical_slash_heads, rows, out, lse, seqlens, sm_scale)
 
-    for block_size in block_sizes:
-        group = [h for h, p in enumerate(per_head) if isinstance(p, BlockSparse) and p.block_size == block_size]
-        block_idx = block_sparse_pattern.estimate(
-            q, k, [per_head[h] for h in group], group, seqlens=seqlens, sm_scale=sm_scale
-        )
-        index = build_block_sparse_index(block_idx)
+    for block_size, index in block_indexes.items():
+        group = block_groups[block_size]
         if backend == "triton":
             from .kernels.sparse_attention import block_sparse_forward
 

@@ -89,7 +89,7 @@ def test_every_baseline_is_a_registered_attention_type():
 @pytest.mark.parametrize("attn_type", sorted(BASELINES) + ["dense", "minference"])
 def test_each_type_runs_prefill_and_generate_on_a_tiny_model(attn_type):
     model, ids = tiny_model(), tokens(1, 150)
-    mi.patch(model, attn_type=attn_type, dense_below=0)
+    mi.patch(model, attn_type=attn_type, dense_below=0, dense_above=None)
     out = logits(model, ids)
     assert torch.isfinite(out).all()
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_each_type_runs_prefill_and_generate_on_a_tiny_model(attn_type):
 def test_streaming_with_a_window_covering_the_prompt_equals_dense():
     model, ids = tiny_model(), tokens(2, 150)
     expected = logits(model, ids)
-    mi.patch(model, attn_type="streaming", dense_below=0)  # 128 + 3968 covers 150 tokens
+    mi.patch(model, attn_type="streaming", dense_below=0, dense_above=None)  # 128 + 3968 covers 150 tokens
     assert_close(logits(model, ids), expected, what="streaming")
 
 
@@ -112,7 +112,7 @@ def test_streaming_with_a_short_window_equals_the_a_shape_mask(registered):
     assert_close(out, expected, atol=1e-5, what="a-shape 4+16")
     model, ids = tiny_model(), tokens(1, 130)
     dense = logits(model, ids)
-    mi.patch(model, attn_type=registered("streaming_short", StreamingLLM(sink=4, local=16)), dense_below=0)
+    mi.patch(model, attn_type=registered("streaming_short", StreamingLLM(sink=4, local=16)), dense_below=0, dense_above=None)
     assert (logits(model, ids) - dense).abs().max() > 1e-3, "a 20-token budget must change the logits"
 
 
@@ -180,9 +180,9 @@ def test_inf_llm_with_top_k_covering_every_block_equals_dense(n):
 def test_inf_llm_full_top_k_on_a_tiny_model_equals_dense_and_small_top_k_does_not(registered):
     model, ids = tiny_model(), tokens(2, 211)
     dense = logits(model, ids)
-    mi.patch(model, attn_type=registered("inf_llm_all", InfLLM(top_k=64, **SMALL_INF_LLM)), dense_below=0)
+    mi.patch(model, attn_type=registered("inf_llm_all", InfLLM(top_k=64, **SMALL_INF_LLM)), dense_below=0, dense_above=None)
     assert_close(logits(model, ids), dense, what="inf_llm, every block retrieved")
-    mi.patch(model, attn_type=registered("inf_llm_few", InfLLM(top_k=1, **SMALL_INF_LLM)), dense_below=0)
+    mi.patch(model, attn_type=registered("inf_llm_few", InfLLM(top_k=1, **SMALL_INF_LLM)), dense_below=0, dense_above=None)
     sparse = logits(model, ids)
     assert torch.isfinite(sparse).all() and (sparse - dense).abs().max() > 1e-3
 
@@ -263,7 +263,7 @@ def test_static_shorter_prompt_and_mixed_heads():
 
 def test_static_on_a_tiny_model_stores_per_layer_and_reset_forgets():
     model = tiny_model()
-    mi.patch(model, cfg.default(LAYERS, HEADS, STATIC_PATTERN), attn_type="minference_static", dense_below=0)
+    mi.patch(model, cfg.default(LAYERS, HEADS, STATIC_PATTERN), attn_type="minference_static", dense_below=0, dense_above=None)
     first = logits(model, tokens(1, 180, seed=1))
     stored = [getattr(layer.self_attn, STATIC_ATTR) for layer in model.model.layers]
     assert all(s.tokens == 180 for s in stored) and torch.isfinite(first).all()

@@ -142,3 +142,17 @@ def test_local_bias_makes_random_attention_decay_with_distance():
 def test_build_model_rejects_a_negative_locality():
     with pytest.raises(ValueError, match="locality must be a number >= 0"):
         e2e.build_model(locality=-1.0, device="cpu")
+
+
+def test_dense_above_reaches_the_patch_and_the_table():
+    parser = argparse.ArgumentParser()
+    e2e.add_e2e_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["e2e"]).dense_above == e2e.hf.DEFAULT_DENSE_ABOVE
+    assert parser.parse_args(["e2e", "--dense-above", "none"]).dense_above is None
+    assert parser.parse_args(["e2e", "--dense-above", "0.5"]).dense_above == 0.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["e2e", "--dense-above", "-1"])
+    document = fake_document()
+    assert "keep more than 0.6 of the causal tiles" in e2e.markdown(document)
+    del document["settings"]["dense_above"]
+    assert "and never by density" in e2e.markdown(document)

@@ -38,7 +38,7 @@ def test_full_budget_kernels_equal_sdpa_on_llama3_shapes(llama4):
     ids = e2e.prompt_ids(8192, device="cuda")
     expected = last_logits(llama4, ids)
     try:
-        mi.patch(llama4, cfg.default(4, 32, VerticalSlash(vertical=8192, slash=8192)), dense_below=0)
+        mi.patch(llama4, cfg.default(4, 32, VerticalSlash(vertical=8192, slash=8192)), dense_below=0, dense_above=None)
         assert_logits_close(last_logits(llama4, ids), expected, "vertical-slash with full budgets")
     finally:
         mi.unpatch(llama4)
@@ -65,7 +65,7 @@ def test_padded_batch_matches_each_sequence_alone_on_gpu(llama4):
     mask = torch.ones_like(ids)
     mask[1, 16000:] = 0
     try:
-        mi.patch(llama4, dense_below=0)
+        mi.patch(llama4, dense_below=0, dense_above=None)
         keep = torch.tensor([15999, 19999], device="cuda")  # each row's last real token, not 2 x 20000 x vocab
         with torch.inference_mode():
             batched = llama4(ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits.float()

@@ -62,7 +62,7 @@ def arch(request):
 def test_all_dense_patch_equals_unpatched_logits(arch):
     model, ids = tiny_model(arch), tokens(2, 70)
     expected = logits(model, ids)
-    mi.patch(model, cfg.default(LAYERS, HEADS, Dense()), dense_below=0)
+    mi.patch(model, cfg.default(LAYERS, HEADS, Dense()), dense_below=0, dense_above=None)
     assert model.config._attn_implementation == "minference"
     assert_close(logits(model, ids), expected, what=arch)
 
@@ -70,7 +70,7 @@ def test_all_dense_patch_equals_unpatched_logits(arch):
 def test_full_budgets_equal_dense(arch):
     model, ids = tiny_model(arch), tokens(2, 70)
     expected = logits(model, ids)
-    mi.patch(model, dense_below=0)  # default 1000 columns / 6096 diagonals cover all 70 tokens
+    mi.patch(model, dense_below=0, dense_above=None)  # default 1000 columns / 6096 diagonals cover all 70 tokens
     assert_close(logits(model, ids), expected, what=arch)
 
 
@@ -79,14 +79,14 @@ def test_a_shape_config_equals_dense_attention_under_the_same_mask():
     i, j = torch.arange(90).view(-1, 1), torch.arange(90).view(1, -1)
     a_shape_mask = ((j <= i) & ((j < 4) | (i - j < 16))).view(1, 1, 90, 90)
     expected = logits(model, ids, attention_mask=a_shape_mask)
-    mi.patch(model, cfg.default(LAYERS, HEADS, AShape(sink=4, local=16)), dense_below=0)
+    mi.patch(model, cfg.default(LAYERS, HEADS, AShape(sink=4, local=16)), dense_below=0, dense_above=None)
     assert_close(logits(model, ids), expected)
 
 
 def test_real_budgets_change_logits_and_generate_runs(arch):
     model, ids = tiny_model(arch), tokens(2, 150)
     dense = logits(model, ids)
-    mi.patch(model, [SPARSE] * LAYERS, dense_below=0)
+    mi.patch(model, [SPARSE] * LAYERS, dense_below=0, dense_above=None)
     sparse = logits(model, ids)
     assert torch.isfinite(sparse).all()
     assert (sparse - dense).abs().max() > 1e-3, "sparse budgets should change the logits of a peaked random model"
@@ -99,7 +99,7 @@ def test_real_budgets_change_logits_and_generate_runs(arch):
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padded_batch_equals_each_sequence_alone(side):
     model = tiny_model("llama")
-    mi.patch(model, [SPARSE] * LAYERS, dense_below=0)
+    mi.patch(model, [SPARSE] * LAYERS, dense_below=0, dense_above=None)
     long, short = tokens(1, 150, seed=2), tokens(1, 110, seed=3)
     pad = torch.zeros(1, 40, dtype=long.dtype)
     if side == "right":
@@ -119,7 +119,7 @@ def test_padded_batch_equals_each_sequence_alone(side):
 
 def test_mask_with_holes_is_refused():
     model = tiny_model("llama")
-    mi.patch(model, dense_below=0)
+    mi.patch(model, dense_below=0, dense_above=None)
     ids, mask = tokens(2, 40), torch.ones(2, 40, dtype=torch.long)
     mask[1, 10] = 0
     with pytest.raises(ValueError, match=r"row\(s\) \[1\] mix padding and tokens"):
@@ -139,7 +139,7 @@ def test_decode_and_chunked_continuation_match_unpatched():
             return model(ids[:, 35:], past_key_values=first.past_key_values, use_cache=True).logits
 
     expected_continuation = continuation()
-    mi.patch(model, cfg.default(LAYERS, HEADS, Dense()), dense_below=0)
+    mi.patch(model, cfg.default(LAYERS, HEADS, Dense()), dense_below=0, dense_above=None)
     assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0),
                        reference)
     assert_close(continuation(), expected_continuation)
@@ -150,7 +150,7 @@ def test_sliding_window_layers_stay_exact():
     expected = logits(model, ids)
     reference = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
                                pad_token_id=0)
-    mi.patch(model, [SPARSE] * LAYERS, dense_below=0)
+    mi.patch(model, [SPARSE] * LAYERS, dense_below=0, dense_above=None)
     assert_close(logits(model, ids), expected)
     assert torch.equal(
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=0),
@@ -161,7 +161,7 @@ def test_sliding_window_layers_stay_exact():
 def test_unpatch_restores_the_model():
     model, ids = tiny_model("phi3"), tokens(2, 80)
     expected = logits(model, ids)
-    mi.patch(model, [SPARSE] * LAYERS, dense_below=0, chunk_size=16, kv_cache_cpu=True)
+    mi.patch(model, [SPARSE] * LAYERS, dense_below=0, dense_above=None, chunk_size=16, kv_cache_cpu=True)
     assert model.generation_config.cache_implementation == "offloaded"
     mi.unpatch(model)
     assert model.config._attn_implementation == "sdpa"
@@ -195,7 +195,7 @@ def test_attn_implementation_minference_loads(tmp_path):
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="minference").eval()
     assert loaded.config._attn_implementation == "minference"
     assert_close(logits(loaded, ids), expected)  # short prompt: dense below the default threshold
-    mi.patch(loaded, [SPARSE] * LAYERS, dense_below=0)
+    mi.patch(loaded, [SPARSE] * LAYERS, dense_below=0, dense_above=None)
     mi.unpatch(loaded)
     assert loaded.config._attn_implementation == "minference"
 
@@ -250,3 +250,21 @@ def test_prepared_4d_masks_are_read_like_2d_padding_masks():
     step_4d, _ = hf.attention_forward(module, q[:, :, -1:], k, v, additive[:, :, -1:])
     assert_close(step_4d, step_2d, atol=1e-6)
     assert_close(step_2d, from_2d[:, -1:], atol=1e-6)
+
+
+def test_layers_estimated_denser_than_dense_above_run_dense():
+    """The default budgets (1000/6096) cover a 150-token prompt completely, so with the density fallback on the
+    patched model is the dense model; with it off (``dense_above=None``) the sparse kernels run the same mask."""
+    model, ids = tiny_model("llama"), tokens(1, 150)
+    expected = logits(model, ids)
+    mi.patch(model, dense_below=0)
+    assert all(a.minference_settings.dense_above == hf.DEFAULT_DENSE_ABOVE for a in attention_modules(model))
+    assert torch.equal(logits(model, ids), expected)
+    mi.patch(model, dense_below=0, dense_above=None)
+    assert_close(logits(model, ids), expected)
+    with pytest.raises(ValueError, match="dense_above must be None or a number >= 0"):
+        mi.patch(model, dense_above=-1)
+
+
+def attention_modules(model):
+    return [layer.self_attn for layer in model.model.layers]

@@ -102,6 +102,7 @@ class E2ESettings:
     warmup: int = 1
     chunk_size: int = memory.DEFAULT_CHUNK_SIZE
     dense_below: int = hf.DEFAULT_DENSE_BELOW
+    dense_above: Optional[float] = hf.DEFAULT_DENSE_ABOVE
     config: Optional[str] = None
     max_dense_len: Optional[int] = None
     density_max_len: int = 131072
@@ -279,6 +280,7 @@ def use_method(model, method: str, settings: E2ESettings):
             method_config(method, model, settings.config),
             attn_type=method,
             dense_below=settings.dense_below,
+            dense_above=settings.dense_above,
             chunk_size=settings.chunk_size,
         )
         stack = contextlib.nullcontext()
@@ -437,6 +439,12 @@ def _format_tokens(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}K" if n % 1000 == 0 else str(n)
 
 
+def _fallback_text(dense_above) -> str:
+    if dense_above is None:  # also results from before the density fallback existed
+        return " and never by density"
+    return f" and where the estimated indices keep more than {dense_above:g} of the causal tiles"
+
+
 def _timings(document: dict) -> list:
     """``[(lengths, "median of R, after W warm-up"), ...]``: one entry unless merged runs were timed differently."""
     default_warmup = document["settings"]["warmup"]
@@ -477,7 +485,9 @@ def markdown(document: dict) -> str:
         f"Prefill latency, seconds ({timing}). {report.machine_line(m)} | transformers {m.get('transformers', '?')}",
         f"Model: Llama-3-8B-1M shapes, {document['weights']}; `use_cache=False`, `logits_to_keep=1`, norms/MLP in "
         f"chunks of {document['settings']['chunk_size']} tokens; sparse methods dense below "
-        f"{document['settings']['dense_below']} tokens.",
+        f"{document['settings']['dense_below']} tokens"
+        + _fallback_text(document["settings"].get("dense_above"))
+        + ".",
         "",
         "| tokens | "
         + " | ".join(METHOD_TITLES[x] for x in methods)
@@ -642,6 +652,7 @@ def _run_cli(args) -> int:
         warmup=args.warmup,
         chunk_size=args.chunk_size,
         dense_below=args.dense_below,
+        dense_above=args.dense_above,
         config=args.config,
         max_dense_len=args.max_dense_len,
         density_max_len=args.density_max_len,
@@ -652,6 +663,18 @@ def _run_cli(args) -> int:
     print(markdown(document))
     print("wrote " + ", ".join(paths.values()))
     return 0
+
+
+def _threshold(text: str) -> Optional[float]:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.6 or 'none', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a fraction >= 0, got {text!r}")
+    return value
 
 
 def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
@@ -676,6 +699,13 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=hf.DEFAULT_DENSE_BELOW,
         help="sparse methods run dense below this many tokens",
+    )
+    parser.add_argument(
+        "--dense-above",
+        type=_threshold,
+        default=hf.DEFAULT_DENSE_ABOVE,
+        help="sparse methods run dense when the estimated indices keep more than this fraction of the causal tiles "
+        f"('none': always sparse; default {hf.DEFAULT_DENSE_ABOVE})",
     )
     parser.add_argument(
         "--config", help="MInference config (path or registry name; default vertical-slash 1000/6096)"

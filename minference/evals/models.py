@@ -147,9 +147,10 @@ def apply_attention(model, method: Method, budgets: tuple | None = None) -> None
     """Switch ``model``'s attention to ``method`` (in place).
 
     ``dense`` removes any patch. Other types go through ``minference.patch(model, config, attn_type=...,
-    dense_below=0)``: the evals judge the sparse path at every length, so the speed crossover that keeps short
-    prompts dense is switched off. With ``budgets=(vertical, slash)`` (matched density) every head gets those
-    vertical-slash budgets; with ``method.config`` the saved config is loaded; else the integration's default.
+    dense_below=0, dense_above=None)``: the evals judge the sparse path at every length and density, so the speed
+    fallbacks that run short prompts and dense-estimated layers dense are switched off. With
+    ``budgets=(vertical, slash)`` (matched density) every head gets those vertical-slash budgets; with
+    ``method.config`` the saved config is loaded; else the integration's default.
 
     Raises:
         AttentionUnavailable: a sparse type is asked for but ``minference.patch`` is not installed.
@@ -174,4 +175,4 @@ def apply_attention(model, method: Method, budgets: tuple | None = None) -> None
             config = minference.config.load(method.config)
         except ValueError as error:
             raise ValueError(f"method {method.label!r}: {error}") from None
-    minference.patch(model, config=config, attn_type=method.attn_type, dense_below=0)
+    minference.patch(model, config=config, attn_type=method.attn_type, dense_below=0, dense_above=None)

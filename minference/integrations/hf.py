@@ -6,7 +6,8 @@ works. The model keeps its own projections, RoPE and cache; only the attention c
 
 - prefill (query length == key length, i.e. no past): the layer's attention type (default ``"minference"``: each
   query head runs its configured pattern through :func:`minference.sparse_attention`);
-- prompts shorter than ``dense_below`` tokens: exact dense attention;
+- prompts shorter than ``dense_below`` tokens, and layers whose estimated indices would execute more than
+  ``dense_above`` of the causal tiles: exact dense attention;
 - decode and chunked continuation (query shorter than the keys): dense SDPA over the cache;
 - padded batches: right or left padding (a contiguous run of real tokens per row) are exact; other masks raise.
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import config as config_mod
-from ..ops import BACKENDS, sparse_attention
+from ..ops import BACKENDS, _check_dense_above, sparse_attention
 from ..patterns import AShape, Dense
 from . import memory
 from .architectures import architecture, decoder_layers
@@ -35,6 +36,12 @@ DEFAULT_DENSE_BELOW = 32768
 """Prompts shorter than this stay dense. Measured on an H200 (docs/benchmarks.md): at 32K one vertical-slash layer
 with the default budgets (1000, 6096) on local-heavy indices takes 13.7 ms (2.4 ms estimation + 11.3 ms kernel)
 against cuDNN's 14.5 ms, so 32K is about where sparse starts to pay; below it, dense is faster."""
+
+DEFAULT_DENSE_ABOVE = 0.6
+"""Density fallback of :func:`minference.sparse_attention`: a layer whose estimated indices would execute more than
+this fraction of the causal tiles runs dense. Measured on an H200 (docs/benchmarks.md, 128K): the sparse kernels
+reach 308-368 TFLOP/s on the tiles they keep against cuDNN's 552 dense, so they stop paying at a density of about
+0.56 (A-shape) to 0.67 (vertical-slash), before the estimation's 3 %."""
 
 SETTINGS_ATTR = "minference_settings"
 _PREVIOUS_ATTR = "_minference_previous"
@@ -50,6 +57,7 @@ class LayerSettings:
     attn_type: str = "minference"
     dense_below: int = DEFAULT_DENSE_BELOW
     backend: str = "auto"
+    dense_above: Optional[float] = DEFAULT_DENSE_ABOVE
 
 
 PrefillFunction = Callable[..., torch.Tensor]
@@ -61,7 +69,8 @@ length are ignored)."""
 def minference_prefill(q, k, v, *, settings: LayerSettings, seqlens, scaling, module=None) -> torch.Tensor:
     """Each query head runs its configured pattern (grouped into one launch per pattern type)."""
     return sparse_attention(
-        q, k, v, list(settings.patterns), seqlens=seqlens, sm_scale=scaling, backend=settings.backend, validate=False
+        q, k, v, list(settings.patterns), seqlens=seqlens, sm_scale=scaling, backend=settings.backend,
+        validate=False, dense_above=settings.dense_above,
     )
 
 
@@ -350,6 +359,7 @@ def patch(
     attn_type: Union[str, Sequence[str]] = "minference",
     starting_layer: int = 0,
     dense_below: int = DEFAULT_DENSE_BELOW,
+    dense_above: Optional[float] = DEFAULT_DENSE_ABOVE,
     backend: str = "auto",
     chunk_size: Optional[int] = None,
     kv_cache_cpu: bool = False,
@@ -363,6 +373,8 @@ def patch(
         attn_type: prefill function name from :data:`ATTENTION_TYPES`, or one per layer.
         starting_layer: layers below it run dense.
         dense_below: prompts shorter than this many tokens run dense.
+        dense_above: a prefill whose estimated indices would execute more than this fraction of the causal tiles
+            runs dense instead (see :func:`minference.sparse_attention`); ``None``: always sparse.
         backend: kernel backend, ``"auto"`` | ``"triton"`` | ``"torch"``.
         chunk_size: run norms and MLPs over this many tokens at a time (see :func:`memory.chunk_tokenwise`); the
             saving that makes 1M tokens fit. ``None`` leaves them alone.
@@ -373,12 +385,13 @@ def patch(
 
     Raises:
         TypeError, ValueError: unsupported architecture, config not matching the model (naming layer and head),
-            unknown ``attn_type`` or ``backend``, bad ``dense_below``.
+            unknown ``attn_type`` or ``backend``, bad ``dense_below`` or ``dense_above``.
     """
     arch = architecture(model)
     resolved = config_mod.resolve(config, model.config, starting_layer)
     types = _attn_types(attn_type, resolved.num_layers)
     config_mod._check_int("dense_below", dense_below, 0)
+    _check_dense_above(dense_above)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     layers = decoder_layers(model, arch)
@@ -393,7 +406,9 @@ def patch(
         setattr(model, _PREVIOUS_ATTR, previous)
     for i, layer in enumerate(layers):
         attention = getattr(layer, arch.attention)
-        setattr(attention, SETTINGS_ATTR, LayerSettings(resolved.layers[i], types[i], dense_below, backend))
+        setattr(attention, SETTINGS_ATTR, LayerSettings(
+            resolved.layers[i], types[i], dense_below, backend, dense_above
+        ))
     _set_attn_implementation(model, ATTN_IMPLEMENTATION)
     memory.unchunk_tokenwise(model)
     if chunk_size is not None:

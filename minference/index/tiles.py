@@ -1,0 +1,62 @@
+"""How much work each kernel does: executed tiles, as a fraction of the causal tiles of dense attention.
+
+The counts mirror the kernels' loops (``minference/kernels/sparse_attention.py``), not the masks: a tile is
+counted when the kernel loads it, even if most of its lanes are masked out, because that is what costs time.
+The result can therefore exceed 1 (e.g. a vertical-slash index whose column tiles mostly fall in blocks it
+also walks).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .block_sparse import BlockSparseIndex
+from .vertical_slash import TILE, VerticalSlashIndex
+
+
+def causal_tiles(n: int, tile: int = TILE) -> int:
+    """Tiles dense causal attention computes with ``tile x tile`` tiles: ``R (R + 1) / 2``, ``R = ceil(n /
+    tile)``."""
+    if n < 1 or tile < 1:
+        raise ValueError(f"n and tile must be >= 1, got n={n}, tile={tile}")
+    rows = -(-n // tile)
+    return rows * (rows + 1) // 2
+
+
+def vertical_slash_tiles(index: VerticalSlashIndex) -> torch.Tensor:
+    """``(B, H)`` int64 tiles: per query block, ``block_count`` walked blocks plus ``ceil(column_count /
+    64)``."""
+    walked = index.block_count.long().sum(dim=-1)
+    gathered = ((index.column_count.long() + TILE - 1) // TILE).sum(dim=-1)
+    return walked + gathered
+
+
+def vertical_slash_density(index: VerticalSlashIndex, n: int) -> torch.Tensor:
+    """``(B, H)`` float64 density of a vertical-slash index built for length ``n``."""
+    return vertical_slash_tiles(index).double() / causal_tiles(n)
+
+
+def block_sparse_density(index: BlockSparseIndex, n: int, block_size: int = 64) -> torch.Tensor:
+    """``(B, H)`` float64 density of a block-sparse index (``block_size`` tiles) built for length ``n``."""
+    return index.block_count.long().sum(dim=-1).double() / causal_tiles(n, block_size)
+
+
+@functools.lru_cache(maxsize=256)
+def a_shape_tiles(n: int, sink: int, local: int, tile: int = TILE) -> int:
+    """Tiles the A-shape kernel walks: per query block ``m``, the sink blocks then the window blocks up to
+    ``m`` (cached: a layer asks for the same few ``(n, sink, local)`` every call)."""
+    if sink < 0 or local < 1:
+        raise ValueError(f"sink must be >= 0 and local >= 1, got sink={sink}, local={local}")
+    total = 0
+    sink_blocks = -(-sink // tile)
+    for m in range(-(-n // tile)):
+        window_start = max(max(m * tile - local + 1, 0) // tile, sink_blocks)
+        total += min(sink_blocks, m + 1) + max(0, m - window_start + 1)
+    return total
+
+
+def a_shape_density(n: int, sink: int, local: int) -> float:
+    """Density of an A-shape head at length ``n`` (``local`` clipped to ``n`` as the op does)."""
+    return a_shape_tiles(n, sink, min(local, n)) / causal_tiles(n)

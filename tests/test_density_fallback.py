@@ -1,0 +1,86 @@
+"""``sparse_attention(dense_above=...)``: exact dense attention when the estimated indices would be too dense to pay,
+the patterns' own mask otherwise, decided on the executed-tile count the kernels would walk."""
+import pytest
+import torch
+
+import minference as mi
+from helpers import assert_matches_reference, poisoned_like, random_qkv
+from minference import ops
+from minference.index import build_block_sparse_index, build_vertical_slash_index
+from minference.index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
+from minference.patterns import block_sparse as block_sparse_pattern
+from minference.patterns import vertical_slash as vertical_slash_pattern
+
+N = 300
+ASHAPE = mi.AShape(sink=64, local=64)
+
+
+def inputs(batch=1, hq=4, hkv=2, n=N, seed=0):
+    return random_qkv(batch, hq, hkv, n, 32, torch.float32, seed, device="cpu")
+
+
+def dense(q, k, v):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+
+def a_shape_density(n=N):
+    return a_shape_tiles(n, ASHAPE.sink, ASHAPE.local) / causal_tiles(n)
+
+
+def test_a_layer_above_the_threshold_runs_exact_dense_attention():
+    q, k, v = inputs()
+    out = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=a_shape_density() - 0.01)
+    torch.testing.assert_close(out, dense(q, k, v))
+
+
+def test_a_layer_at_or_below_the_threshold_keeps_its_mask():
+    q, k, v = inputs()
+    sparse = ops.sparse_attention(q, k, v, ASHAPE, backend="torch")
+    for threshold in (a_shape_density(), 1.0, 5.0):
+        out = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=threshold)
+        assert torch.equal(out, sparse), threshold
+    assert (sparse - dense(q, k, v)).abs().max() > 1e-3, "the A-shape mask must differ from dense for this test"
+
+
+def test_zero_threshold_makes_every_sparse_call_dense_and_writes_into_out():
+    q, k, v = inputs(batch=2)
+    patterns = [mi.VerticalSlash(8, 8, sink=4, local=16), ASHAPE, mi.BlockSparse(top_k=1), mi.Dense()]
+    out = poisoned_like(q)
+    result = ops.sparse_attention(q, k, v, patterns, backend="torch", dense_above=0.0, out=out)
+    assert result is out
+    torch.testing.assert_close(out, dense(q, k, v))
+
+
+def test_fallback_is_ignored_where_sdpa_cannot_stand_in():
+    """With lse requested or padded rows, the sparse kernels run even above the threshold (their result is exact
+    for the mask; SDPA gives neither lse nor per-sequence lengths)."""
+    q, k, v = inputs()
+    out, lse = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=0.0, return_lse=True)
+    assert_matches_reference(out, q, k, v, ops.a_shape_mask(N, [64] * 4, [64] * 4), lse=lse)
+    seqlens = torch.tensor([N - 20], dtype=torch.int32)
+    padded = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=0.0, seqlens=seqlens)
+    reference = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", seqlens=seqlens)
+    assert torch.equal(padded[:, :, : N - 20], reference[:, :, : N - 20])
+
+
+def test_executed_tiles_count_what_each_launch_walks():
+    q, k, v = inputs(batch=2)
+    vs, bs = mi.VerticalSlash(8, 40, sink=4, local=16), mi.BlockSparse(top_k=2, block_size=32)
+    patterns = [vs, ASHAPE, bs, mi.Dense()]
+    vertical, slash = vertical_slash_pattern.estimate(q, k, [vs], [0])
+    vs_index = build_vertical_slash_index(N, vertical, slash)
+    bs_index = build_block_sparse_index(block_sparse_pattern.estimate(q, k, [bs], [2]))
+    counted = ops._executed_tiles(N, patterns, vs_index, {32: bs_index})
+    expected = (
+        vertical_slash_tiles(vs_index).sum().item()
+        + bs_index.block_count.sum().item() / 4  # a 32 x 32 block is a quarter of a 64 x 64 tile
+        + 2 * (a_shape_tiles(N, 64, 64) + causal_tiles(N))  # batch of two
+    )
+    assert float(counted) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [-0.1, "0.5", True, float("nan")])
+def test_bad_threshold_is_refused_by_name(bad):
+    q, k, v = inputs()
+    with pytest.raises(ValueError, match="dense_above must be None or a number >= 0"):
+        ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=bad)
