@@ -64,7 +64,7 @@ def test_run_examples_skips_finished_records(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(runner, "apply_attention", lambda model, method, budgets=None: None)
     store = ResultStore(tmp_path / "r.json")
-    store.add("dense", _example(0).key, {**_example(0).to_record(), "score": 1.0})
+    store.add("dense", _example(0).key, {**_example(0).to_record(), "score": 1.0}, _example(0).fingerprint)
     examples = [_example(0), _example(1)]
     runner.run_examples(
         SimpleNamespace(model=None), [Method("dense", "dense")], examples, store, measure_density=False

@@ -9,8 +9,8 @@ import argparse
 from pathlib import Path
 
 from . import infinitebench, needle, ruler
-from .methods import parse_methods
-from .models import load_model
+from .methods import method_settings, parse_methods
+from .models import load_model, model_dtype, model_identity, path_or_name
 from .plots import needle_heatmap, ppl_curve
 from .report import by_length, by_task, density_table, ppl_table, skipped_lines
 from .results import ResultStore, atomic_write_text
@@ -101,16 +101,54 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+RECORD_ARGS = {
+    "needle": ("seed", "text_dir", "no_chat_template", "question_first"),
+    "ruler": ("seed", "text_dir", "no_chat_template", "squad", "hotpotqa"),
+    "infinitebench": ("seed", "no_chat_template", "data_dir"),
+    "ppl": ("text_dir", "pg19"),
+}
+"""Per benchmark, the arguments that change every record's prompt or score (besides the model, its dtype and
+``--rope-scaling``): a results file holds one value of each. ``--device`` and ``--chunk`` are left out on purpose:
+they change rounding, not what is computed, so a run may move between machines and still resume."""
+
+PATH_ARGS = ("text_dir", "data_dir", "squad", "hotpotqa", "pg19")
+"""Of those, the ones naming files or folders (recorded as absolute paths when they exist here)."""
+
+GRID_ARGS = ("lengths", "tasks", "samples", "depths", "rounds")
+"""Arguments that choose which cells run: they may change between runs; each record's fingerprint then decides."""
+
+
+def run_settings(args, loaded) -> dict:
+    """The settings every record of this run depends on, by argparse name (see :data:`RECORD_ARGS`)."""
+    settings = {
+        "model": model_identity(args.model),
+        "dtype": model_dtype(loaded),
+        "rope_scaling": args.rope_scaling,
+    }
+    for name in RECORD_ARGS[args.benchmark]:
+        value = getattr(args, name)
+        settings[name] = path_or_name(value) if name in PATH_ARGS else value
+    return settings
+
+
+def open_store(args, loaded, methods, stem: Path) -> ResultStore:
+    """The run's results file, checked against this run's settings (refuses records made under others)."""
+    store = ResultStore(
+        stem.with_suffix(".json"),
+        meta={"model": loaded.name, "benchmark": args.benchmark, "methods": [m.label for m in methods]},
+    )
+    grid = {name: getattr(args, name) for name in GRID_ARGS if hasattr(args, name)}
+    store.bind(run_settings(args, loaded), grid, {m.label: method_settings(m) for m in methods})
+    return store
+
+
 def run(args) -> int:
     """Run the chosen benchmark and print its tables."""
     methods = parse_methods(args.methods)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, rope_scaling=args.rope_scaling)
     chat = not args.no_chat_template
     stem = Path(args.out) / f"{args.benchmark}-{loaded.name}"
-    store = ResultStore(
-        stem.with_suffix(".json"),
-        meta={"model": loaded.name, "benchmark": args.benchmark, "methods": [m.label for m in methods]},
-    )
+    store = open_store(args, loaded, methods, stem)
     sections = []
     if args.benchmark == "ppl":
         run_ppl(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import infinitebench, needle
 from .cli import _floats, _ints
-from .methods import parse_methods
-from .models import load_model, minference_available
+from .methods import method_settings, parse_methods
+from .models import load_model, minference_available, model_dtype, model_identity
 from .plots import needle_heatmap
 from .report import by_task, density_table
 from .results import ResultStore, atomic_write_text
@@ -63,6 +63,11 @@ def run(args) -> int:
         examples.append(infinitebench.passkey(loaded.tokenizer, longest, i, rng, depth))
     out = Path(args.out)
     store = ResultStore(out / f"demo-{loaded.name}.json", meta={"model": loaded.name, "benchmark": "demo"})
+    store.bind(
+        {"model": model_identity(args.model), "dtype": model_dtype(loaded)},
+        {"lengths": args.lengths, "depths": args.depths, "passkeys": args.passkeys},
+        {m.label: method_settings(m) for m in methods},
+    )
     run_examples(loaded, methods, examples, store)
     png = needle_heatmap(store, out / f"demo-{loaded.name}-needle.png", title=f"{loaded.name}: needle")
     report = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .results import fingerprint
+
 
 @dataclass(frozen=True)
 class Example:
@@ -35,6 +37,17 @@ class Example:
     def key(self) -> str:
         """A stable id inside a run: task, length and index (depth etc. are in ``index`` order)."""
         return f"{self.task}|{self.length}|{self.index}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything the record depends on besides the method and model: the prompt and how it is scored.
+
+        The key only says where the example sits in the grid; another seed, depth list or text puts another prompt
+        under the same key, and the fingerprint tells them apart.
+        """
+        content = asdict(self)
+        del content["task"], content["length"], content["index"]
+        return fingerprint(content)
 
     def to_record(self) -> dict:
         record = asdict(self)

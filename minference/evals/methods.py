@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 VERTICAL_SHARE = 1000 / (1000 + 6096)
 """Matched-density budgets keep the default config's vertical:slash ratio."""
@@ -43,6 +45,30 @@ class Method:
     def uses_budgets(self) -> bool:
         """Whether the method runs the per-head vertical-slash budgets (so the density probe describes it)."""
         return self.attn_type in CONFIG_TYPES
+
+
+def method_settings(method: Method) -> dict:
+    """What a method's records depend on beyond its label: the config file's content hash for ``type:config``.
+
+    A label such as ``minference:smollm2-135m-instruct`` names a file whose content can change (a re-search), so
+    results files keep the hash and refuse records made with another version. A config that cannot be found is
+    left to :func:`minference.evals.models.apply_attention` to report.
+    """
+    settings = {"attn_type": method.attn_type, "density": method.density}
+    if method.config is not None:
+        path = _config_path(method.config)
+        settings["config"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path else method.config
+    return settings
+
+
+def _config_path(config: str) -> Path | None:
+    """The file ``minference.config.load(config)`` reads: a path, else a registry name, else None."""
+    from ..config import REGISTRY_DIR
+
+    for path in (Path(config), REGISTRY_DIR / f"{config}.json"):
+        if path.is_file():
+            return path
+    return None
 
 
 def _check_attn_type(text: str, attn_type: str) -> None:

@@ -67,6 +67,26 @@ def model_name(name_or_path: str | None) -> str:
     return Path(str(name_or_path).rstrip("/")).name.lower()
 
 
+def path_or_name(value: str | None) -> str | None:
+    """An existing local path made absolute (one folder spelled two ways is one setting), anything else as given."""
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    return str(path.resolve()) if path.exists() else str(value)
+
+
+def model_identity(name_or_path: str | None) -> str:
+    """What a results file records as its model: the default's name, an existing folder's absolute path, a hub id."""
+    if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
+        return DEFAULT_MODEL_NAME
+    return path_or_name(name_or_path)
+
+
+def model_dtype(loaded: "LoadedModel") -> str:
+    """The loaded weights' dtype (``float32``): what ``--dtype auto`` resolved to on this device."""
+    return str(getattr(loaded.model, "dtype", "unknown")).removeprefix("torch.")
+
+
 def load_model(
     name_or_path: str | None = None,
     *,

@@ -170,9 +170,11 @@ def generate(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     documents = documents if documents is not None else text.load_documents(text_dir)
-    rng = random.Random(seed)
     examples = []
     for length in lengths:
+        # one generator per length (as RULER and InfiniteBench do), so adding a length leaves the other lengths'
+        # needles as they were and their stored results stay reusable
+        rng = random.Random(f"{seed}|needle|{length}")
         for r in range(rounds):
             hay = text.haystack(length * 8, documents, offset=r * 7)
             for d, depth in enumerate(depths):

@@ -20,7 +20,7 @@ from .example import Example
 from .methods import Method
 from .models import LoadedModel, apply_attention
 from .prompting import render
-from .results import ResultStore
+from .results import ResultStore, fingerprint
 
 DEFAULT_BUDGETS = (1000, 6096)
 
@@ -88,12 +88,14 @@ def run_examples(
     by_length: dict[int, list[Example]] = defaultdict(list)
     for example in examples:
         by_length[example.length].append(example)
-    total = sum(not store.done(m.label, e.key) for m in methods for e in examples)
+    prints = {e.key: e.fingerprint for e in examples}
+    store.check_fingerprints([m.label for m in methods], prints)  # refuse before any work, not midway
+    total = sum(not store.done(m.label, e.key, prints[e.key]) for m in methods for e in examples)
     bar = tqdm(total=total, desc="eval", unit="ex")
     try:
         for method in methods:
             for length, group in sorted(by_length.items()):
-                todo = [e for e in group if not store.done(method.label, e.key)]
+                todo = [e for e in group if not store.done(method.label, e.key, prints[e.key])]
                 info = store.density.get(method.label, {}).get(str(length))
                 if not todo and info is not None:
                     continue
@@ -118,7 +120,7 @@ def run_examples(
                             "score": metrics.score(example.metric, answer, example.answers),
                             "seconds": round(time.perf_counter() - start, 3),
                         }
-                        store.add(method.label, example.key, record)
+                        store.add(method.label, example.key, record, prints[example.key])
                         if on_record is not None:
                             on_record(record)
                         bar.update(1)
@@ -143,14 +145,19 @@ def run_ppl(
     """Perplexity of ``samples`` windows per length under every method; records score = PPL (lower is better)."""
     stream, source = ppl.load_token_stream(loaded.tokenizer, max(lengths) * 2, pg19=pg19, text_dir=text_dir)
     store.meta["text_source"] = source
-    total = sum(
-        not store.done(m.label, f"ppl|{n}|{i}") for m in methods for n in lengths for i in range(samples)
-    )
+    chunks_by_length = {n: ppl.windows(stream, n, samples) for n in lengths}
+    prints = {
+        f"ppl|{n}|{i}": window_fingerprint(window)
+        for n, chunks in chunks_by_length.items()
+        for i, window in enumerate(chunks)
+    }
+    store.check_fingerprints([m.label for m in methods], prints)  # refuse before any work, not midway
+    total = sum(not store.done(m.label, key, value) for m in methods for key, value in prints.items())
     bar = tqdm(total=total, desc="ppl", unit="window")
     try:
         for method in methods:
             for length in lengths:
-                chunks = ppl.windows(stream, length, samples)
+                chunks = chunks_by_length[length]
                 todo = [i for i in range(samples) if not store.done(method.label, f"ppl|{length}|{i}")]
                 if not todo:
                     continue
@@ -171,13 +178,18 @@ def run_ppl(
                             "count": count,
                             "score": ppl.perplexity(nll, count),
                         }
-                        store.add(method.label, f"ppl|{length}|{i}", record)
+                        store.add(method.label, f"ppl|{length}|{i}", record, prints[f"ppl|{length}|{i}"])
                         bar.update(1)
                 finally:
                     apply_attention(loaded.model, Method("dense", "dense"))
     finally:
         bar.close()
     return store
+
+
+def window_fingerprint(ids) -> str:
+    """The fingerprint of a PPL record: its window's tokens (they move with --samples and the text span)."""
+    return fingerprint({"ppl_window": list(ids)})
 
 
 def ppl_by_method(store: ResultStore) -> dict[str, dict[int, float]]:
