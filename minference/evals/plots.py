@@ -41,8 +41,9 @@ def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
     if not cells:
         raise ValueError("the store holds no needle records")
     methods = list(cells)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods) + 1, 4), squeeze=False)
-    for ax, method in zip(axes[0], methods):
+    # constrained layout keeps the shared colour bar and the suptitle from overlapping the panels' labels
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods) + 1, 4), squeeze=False, layout="constrained")
+    for column, (ax, method) in enumerate(zip(axes[0], methods)):
         depths = sorted({d for d, _ in cells[method]})
         lengths = sorted({n for _, n in cells[method]})
         grid = [
@@ -53,7 +54,8 @@ def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
         ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths], rotation=45)
         ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
         ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("depth (%)")
+        if column == 0:
+            ax.set_ylabel("depth (%)")
         ax.set_title(method)
     fig.colorbar(image, ax=axes[0].tolist(), label="score")
     if title:
