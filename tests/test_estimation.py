@@ -71,3 +71,36 @@ def test_block_sparse_estimate_finds_a_planted_block_and_stays_causal():
     rows = torch.arange(10).view(10, 1)
     assert torch.all((block_idx[0, 0] <= rows) | (block_idx[0, 0] == -1))
     assert block_idx[0, 0, 0].tolist() == [0, -1], "query block 0 has a single causal candidate"
+
+
+@pytest.mark.parametrize("n, block_size", [(256, 64), (200, 64), (130, 32), (64, 128)])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_block_pooling_is_the_mean_of_each_blocks_valid_tokens(n, block_size, padded, transposed):
+    gen = torch.Generator().manual_seed(n + block_size)
+    x = torch.randn(2, n, 3, 16, generator=gen).to(torch.float16)
+    x = x.transpose(1, 2) if transposed else x.transpose(1, 2).contiguous()
+    lengths = torch.tensor([n, max(1, n - 70)]) if padded else None
+    pooled = block_sparse._pool(x, block_size, lengths)
+    blocks = -(-n // block_size)
+    expected = torch.zeros(2, 3, blocks, 16, dtype=torch.float64)
+    for b in range(2):
+        length = n if lengths is None else int(lengths[b])
+        for r in range(blocks):
+            tokens = x[b, :, r * block_size : min((r + 1) * block_size, length)].double()
+            if tokens.shape[1]:
+                expected[b, :, r] = tokens.mean(dim=1)
+    torch.testing.assert_close(pooled.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_block_sparse_estimate_of_any_head_list_equals_one_head_at_a_time():
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 8, 320, 32, generator=gen)
+    k = torch.randn(1, 2, 320, 32, generator=gen)
+    patterns = [mi.BlockSparse(top_k=3), mi.BlockSparse(top_k=2), mi.BlockSparse(top_k=4)]
+    heads = [6, 1, 2]  # not consecutive, two KV groups
+    together = block_sparse.estimate(q, k, patterns, heads)
+    for i, (head, pattern) in enumerate(zip(heads, patterns)):
+        alone = block_sparse.estimate(q, k, [pattern], [head])
+        assert torch.equal(together[:, i : i + 1, :, : alone.shape[-1]], alone)
+        assert torch.all(together[:, i : i + 1, :, alone.shape[-1] :] == -1)

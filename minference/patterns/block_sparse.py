@@ -34,18 +34,34 @@ class BlockSparse(Pattern):
             raise ValueError(f"block_size must be one of {BLOCK_SIZES}, got {self.block_size}")
 
 
-def _pool(x: torch.Tensor, block_size: int, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean of each block's valid tokens: ``(B, H, N, D) -> (B, H, R, D)`` in float32."""
-    batch, heads, n, head_dim = x.shape
+def _pool(x: torch.Tensor, block_size: int, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of each block's valid tokens: ``(B, H, N, D) -> (B, H, R, D)`` in float32.
+
+    ``lengths`` None means every sequence fills all ``N`` positions; then, for ``N`` a multiple of ``block_size``,
+    ``x`` is read once and never copied.
+    """
+    batch, _, n, _ = x.shape
     blocks = -(-n // block_size)
-    valid = (torch.arange(n, device=x.device).view(1, 1, n, 1) < lengths.view(-1, 1, 1, 1)).float()
-    summed = torch.zeros(batch, heads, blocks * block_size, head_dim, dtype=torch.float32, device=x.device)
-    summed[:, :, :n] = x.float() * valid
-    summed = summed.view(batch, heads, blocks, block_size, head_dim).sum(dim=3)
-    counts = torch.zeros(batch, 1, blocks * block_size, 1, device=x.device)
-    counts[:, :, :n] = valid
-    counts = counts.view(batch, 1, blocks, block_size, 1).sum(dim=3).clamp_min(1.0)
-    return summed / counts
+    full = torch.full((batch,), n, device=x.device) if lengths is None else lengths
+    if lengths is not None:
+        valid = torch.arange(n, device=x.device).view(1, n) < lengths.view(-1, 1)
+        x = x * valid.view(batch, 1, n, 1).to(x.dtype)  # exact in any dtype: multiplies by 0 or 1
+    if blocks * block_size != n:
+        x = torch.nn.functional.pad(x, (0, 0, 0, blocks * block_size - n))
+    sums = x.unflatten(2, (blocks, block_size)).sum(dim=3, dtype=torch.float32)
+    starts = torch.arange(blocks, device=x.device) * block_size
+    counts = (full.view(-1, 1) - starts.view(1, -1)).clamp(1, block_size).to(torch.float32)
+    return sums / counts.view(batch, 1, blocks, 1)
+
+
+def _head_chunks(heads: Sequence[int], x: torch.Tensor, per_chunk: int):
+    """``x``'s heads ``heads`` in chunks of ``per_chunk``: views where the heads are consecutive, else copies."""
+    for start in range(0, len(heads), per_chunk):
+        part = list(heads[start : start + per_chunk])
+        if part == list(range(part[0], part[0] + len(part))):
+            yield x[:, part[0] : part[0] + len(part)]
+        else:
+            yield x.index_select(1, device_tensor(part, x.device, torch.long))
 
 
 def estimate(
@@ -70,20 +86,30 @@ def estimate(
     group = hq // k.shape[1]
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
     device = q.device
-    lengths = torch.full((batch,), n, device=device) if seqlens is None else seqlens.to(device).long()
+    lengths = None if seqlens is None else seqlens.to(device).long()
     blocks = -(-n // block_size)
     width = min(blocks, max(p.top_k for p in patterns))
     block_ids = torch.arange(blocks, device=device)
-    allowed = block_ids.view(1, 1, -1, 1) >= block_ids.view(1, 1, 1, -1)  # query block m sees key blocks <= m
-    allowed = allowed & (block_ids.view(1, 1, 1, -1) * block_size < lengths.view(-1, 1, 1, 1))
-    per_chunk = max(1, ESTIMATE_BYTES // (4 * batch * (blocks * blocks + n * head_dim)))
+    blocked = block_ids.view(1, 1, -1, 1) < block_ids.view(1, 1, 1, -1)  # query block m sees key blocks <= m
+    if lengths is not None:
+        blocked = blocked | (block_ids.view(1, 1, 1, -1) * block_size >= lengths.view(-1, 1, 1, 1))
+    # Pool first, then pick heads: pooled tensors are block_size times smaller than q and k, so a KV head's pooled
+    # keys serve its whole query group, and at most ESTIMATE_BYTES of q is copied at a time (padding, head lists).
+    pool_heads = max(1, ESTIMATE_BYTES // (4 * batch * n * head_dim))
+
+    def pooled(x: torch.Tensor, head_ids: Sequence[int]) -> torch.Tensor:
+        return torch.cat([_pool(part, block_size, lengths) for part in _head_chunks(head_ids, x, pool_heads)], dim=1)
+
+    q_pooled_all = pooled(q, heads)
+    k_pooled = pooled(k, range(k.shape[1]))
+    kv_of_head = device_tensor([h // group for h in heads], device, torch.long)
+    per_chunk = max(1, ESTIMATE_BYTES // (4 * batch * blocks * blocks))
     chosen = []
     for start in range(0, len(heads), per_chunk):
-        chunk = device_tensor(heads[start : start + per_chunk], device, torch.long)
-        q_pooled = _pool(q.index_select(1, chunk), block_size, lengths)
-        k_pooled = _pool(k.index_select(1, chunk // group), block_size, lengths)
-        scores = torch.matmul(q_pooled, k_pooled.transpose(-1, -2)) * scale
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        q_part = q_pooled_all[:, start : start + per_chunk]
+        k_part = k_pooled.index_select(1, kv_of_head[start : start + per_chunk])
+        scores = torch.matmul(q_part, k_part.transpose(-1, -2)).mul_(scale)
+        scores.masked_fill_(blocked, float("-inf"))
         values, idx = scores.topk(width, dim=-1)
         chosen.append(torch.where(values > float("-inf"), idx, -1))
     block_idx = torch.cat(chosen, dim=1)
