@@ -162,3 +162,11 @@ def test_nominal_density_of_full_budgets_is_one():
     assert cfg.nominal_density(AShape(0, 100), 100) == 1.0
     assert cfg.nominal_density(BlockSparse(top_k=4, block_size=16), 64) == 1.0
     assert cfg.nominal_density(AShape(0, 1), 1000) == pytest.approx(1000 / (1000 * 1001 / 2))
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "smollm2-135m-instruct-d0.5"])
+def test_the_shipped_smollm2_configs_fit_its_30_layers_of_9_heads(name):
+    shape = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3)
+    config = cfg.validate(name, shape)
+    assert config.num_layers == 30 and all(len(layer) == 9 for layer in config.layers)
+    assert name in cfg.registry_names()
