@@ -78,7 +78,8 @@ def estimate(
     q_last = q.gather(2, last_pos.clamp_min(0).view(batch, 1, n_last, 1).expand(batch, hq, n_last, head_dim))
 
     positions = torch.arange(n, device=device)
-    visible = positions.view(1, 1, 1, n) <= last_pos.view(batch, 1, n_last, 1)  # [B, 1, n_last, N]
+    hidden = positions.view(1, 1, 1, n) > last_pos.view(batch, 1, n_last, 1)  # [B, 1, n_last, N]
+    tail = n - n_last if seqlens is None else 0
     diag_source = last_pos.view(batch, 1, n_last, 1) - positions.view(1, 1, 1, n)  # column of offset o in row r
     diag_valid = diag_source >= 0
 
@@ -92,8 +93,10 @@ def estimate(
         q_heads = [kv * group + g for kv in chunk for g in range(group)]
         qc = q_last.index_select(1, device_tensor(q_heads, device, torch.long))
         qc = qc.view(batch, len(chunk), group * n_last, head_dim)
-        scores = torch.matmul(qc, k.index_select(1, kv_index).transpose(-1, -2)).float() * scale
-        scores = scores.view(batch, len(chunk) * group, n_last, n).masked_fill(~visible, float("-inf"))
+        scores = torch.matmul(qc, k.index_select(1, kv_index).transpose(-1, -2)).float().mul_(scale)
+        scores = scores.view(batch, len(chunk) * group, n_last, n)
+        # in place, and without padding only the last n_last columns can lie past a row's position
+        scores[..., tail:].masked_fill_(hidden[..., tail:], float("-inf"))
         probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)  # a row before the sequence start is all -inf
         columns = probs.sum(dim=2)
         diagonals = probs.gather(3, diag_source.clamp_min(0).expand_as(probs)).masked_fill_(~diag_valid, 0.0)
