@@ -194,6 +194,19 @@ def _block_sparse_kernel(
 
 
 @triton.jit
+def _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d, seqlen, sink, local,
+                         stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, BLOCK_N: tl.constexpr,
+                         PRECISION: tl.constexpr, EVEN_D: tl.constexpr):
+    """A key tile under the exact A-shape predicate: causal, inside the sequence, and sink or within the window."""
+    o_key = key_block * BLOCK_N + o_n
+    key_ok = o_key < seqlen
+    valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+             & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
+    return _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                   stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+
+
+@triton.jit
 def _a_shape_kernel(
     Q, K, V, Out, Lse, HeadMap, Seqlens, Sinks, Locals,
     stride_qb, stride_qh, stride_qn, stride_qd,
@@ -218,20 +231,31 @@ def _a_shape_kernel(
     last_block = tl.where(i_m * BLOCK_M < seqlen, ((i_m + 1) * BLOCK_M - 1) // BLOCK_N, -1)
     sink_blocks = tl.minimum(tl.cdiv(sink, BLOCK_N), last_block + 1)
     window_start = tl.maximum(tl.maximum(i_m * BLOCK_M - local + 1, 0) // BLOCK_N, tl.cdiv(sink, BLOCK_N))
-    for key_block in range(0, sink_blocks):
+    # Tiles strictly left of the query block lie inside the sequence and below the diagonal. Such a tile needs no
+    # mask when it is all sink, or when even its farthest (row, key) pair is within the window: most of the work.
+    below = tl.maximum(tl.minimum(last_block, i_m * BLOCK_M // BLOCK_N), 0)
+    full_sink = tl.minimum(sink // BLOCK_N, below)
+    full_window = tl.maximum((i_m * BLOCK_M + BLOCK_M - 1 - local) // BLOCK_N + 1, window_start)
+    for key_block in range(0, full_sink):
         o_key = key_block * BLOCK_N + o_n
-        key_ok = o_key < seqlen
-        valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-                 & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
-    for key_block in range(window_start, last_block + 1):
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+    for key_block in range(full_sink, sink_blocks):
+        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d,
+                                             seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
+                                             qk_scale, BLOCK_N, PRECISION, EVEN_D)
+    for key_block in range(window_start, tl.minimum(full_window, below)):
+        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d,
+                                             seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
+                                             qk_scale, BLOCK_N, PRECISION, EVEN_D)
+    for key_block in range(tl.maximum(full_window, window_start), below):
         o_key = key_block * BLOCK_N + o_n
-        key_ok = o_key < seqlen
-        valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-                 & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+    for key_block in range(tl.maximum(below, window_start), last_block + 1):
+        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d,
+                                             seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
+                                             qk_scale, BLOCK_N, PRECISION, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
