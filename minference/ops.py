@@ -314,6 +314,22 @@ def _check_dense_above(dense_above) -> None:
         raise ValueError(f"dense_above must be None or a number >= 0 (a fraction of the causal tiles), got {dense_above!r}")
 
 
+def _check_dense_below(dense_below) -> None:
+    if dense_below is None:
+        return
+    if isinstance(dense_below, bool) or not isinstance(dense_below, int) or dense_below < 0:
+        raise ValueError(f"dense_below must be None or an int >= 0 (a number of tokens), got {dense_below!r}")
+
+
+def _dense_into(q, k, v, sm_scale, out):
+    """Exact causal attention through SDPA, written into ``out`` when one is given."""
+    dense = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
+    if out is None:
+        return dense
+    _outputs(q, out, False)  # checks out's shape, dtype and device
+    return out.copy_(dense)
+
+
 def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes: dict) -> torch.Tensor:
     """Tiles the launches would execute, summed over batch and heads, in units of 64 x 64 tiles (a 0-d tensor on
     the index's device; A-shape and dense heads are counted on the host, exactly as their kernel walks them)."""
@@ -348,6 +364,7 @@ def sparse_attention(
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
     dense_above: Optional[float] = None,
+    dense_below: Optional[int] = None,
 ):
     """MInference prefill attention: each query head runs its own pattern, with indices estimated from this input.
 
@@ -364,6 +381,9 @@ def sparse_attention(
             through SDPA instead, which is faster at that density (one host synchronisation to decide). Applies
             only where the SDPA path can stand in: no ``seqlens``, no ``return_lse``; otherwise it is ignored and
             the sparse kernels run. ``None`` (default): always sparse, so the result is exactly the patterns' mask.
+        dense_below: length fallback. Prompts of fewer tokens run exact dense attention through SDPA without
+            estimating anything: below the crossover the sparse path cannot win (on an H200, 32768 tokens for the
+            default budgets; docs/benchmarks.md). Same conditions as ``dense_above``; ``None`` (default): off.
         Other arguments as in :func:`vertical_slash_attention`.
 
     Returns:
@@ -375,8 +395,12 @@ def sparse_attention(
     backend = _resolve_backend(backend, q)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     _check_dense_above(dense_above)
+    _check_dense_below(dense_below)
 
-    if all(isinstance(p, Dense) for p in per_head) and not return_lse and seqlens is None and out is None:
+    sdpa_can_stand_in = seqlens is None and not return_lse
+    if sdpa_can_stand_in and dense_below is not None and n < dense_below:
+        return _dense_into(q, k, v, sm_scale, out)
+    if all(isinstance(p, Dense) for p in per_head) and sdpa_can_stand_in and out is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
 
     vertical_slash_heads = [h for h, p in enumerate(per_head) if isinstance(p, VerticalSlash)]
@@ -400,14 +424,10 @@ def sparse_attention(
         )
         block_indexes[block_size] = build_block_sparse_index(block_idx)
 
-    if dense_above is not None and seqlens is None and not return_lse:
+    if dense_above is not None and sdpa_can_stand_in:
         executed = _executed_tiles(n, per_head, vertical_slash_index, block_indexes)
         if float(executed) > dense_above * causal_tiles(n) * batch * heads:  # the one host synchronisation
-            dense = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
-            if out is None:
-                return dense
-            _outputs(q, out, False)  # checks out's shape, dtype and device
-            return out.copy_(dense)
+            return _dense_into(q, k, v, sm_scale, out)
 
     out, lse = _outputs(q, out, return_lse)
     if vertical_slash_index is not None:

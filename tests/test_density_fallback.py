@@ -84,3 +84,45 @@ def test_bad_threshold_is_refused_by_name(bad):
     q, k, v = inputs()
     with pytest.raises(ValueError, match="dense_above must be None or a number >= 0"):
         ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=bad)
+
+
+def test_a_prompt_shorter_than_dense_below_runs_dense_without_estimating(monkeypatch):
+    q, k, v = inputs()
+
+    def never(*args, **kwargs):
+        raise AssertionError("estimation ran below dense_below")
+
+    monkeypatch.setattr(vertical_slash_pattern, "estimate", never)
+    monkeypatch.setattr(block_sparse_pattern, "estimate", never)
+    patterns = [mi.VerticalSlash(vertical=64, slash=64), mi.BlockSparse(top_k=1), ASHAPE, ASHAPE]
+    out = ops.sparse_attention(q, k, v, patterns, backend="torch", dense_below=N + 1)
+    torch.testing.assert_close(out, dense(q, k, v))
+    written = ops.sparse_attention(q, k, v, patterns, backend="torch", dense_below=N + 1, out=poisoned_like(q))
+    torch.testing.assert_close(written, dense(q, k, v))
+
+
+def test_a_prompt_of_dense_below_tokens_or_more_keeps_its_mask():
+    q, k, v = inputs()
+    sparse = ops.sparse_attention(q, k, v, ASHAPE, backend="torch")
+    for threshold in (0, N):
+        out = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_below=threshold)
+        assert torch.equal(out, sparse)
+    assert not torch.allclose(sparse, dense(q, k, v)), "the A-shape mask must differ from dense for this test to bite"
+
+
+def test_dense_below_is_ignored_where_sdpa_cannot_stand_in():
+    q, k, v = inputs(batch=2)
+    seqlens = torch.tensor([N, N - 50])
+    sparse, lse = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", return_lse=True)
+    out, lse2 = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", return_lse=True, dense_below=N + 1)
+    assert torch.equal(out, sparse) and torch.equal(lse, lse2)
+    padded = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", seqlens=seqlens)
+    out = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", seqlens=seqlens, dense_below=N + 1)
+    assert torch.equal(out, padded)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "4096"])
+def test_a_bad_dense_below_names_the_argument(bad):
+    q, k, v = inputs()
+    with pytest.raises(ValueError, match="dense_below"):
+        ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_below=bad)
