@@ -159,3 +159,47 @@ def test_the_shipped_thresholds_accept_the_h200_measurements_they_were_derived_f
         worst = max(scores["dense"] - s for s in sparse.values())
     with pytest.raises(AssertionError):
         harness.check(store, task, length, min_score, worst - 1.0)
+
+
+def _tiny_loaded():
+    import transformers
+
+    from minference.evals.models import LoadedModel
+
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    return LoadedModel(transformers.LlamaForCausalLM(config).eval(), None, "tiny", 4096)
+
+
+def test_executed_tiles_count_what_each_method_would_load(tmp_path):
+    from minference import AShape
+    from minference import config as config_mod
+    from minference.evals.tiles import executed_tiles
+    from minference.index.tiles import a_shape_density
+
+    loaded = _tiny_loaded()
+    ids = torch.randint(0, 64, (1, 300))
+    assert executed_tiles(loaded, Method("dense", "dense"), ids) == 1.0
+    assert executed_tiles(loaded, Method("streaming", "streaming"), ids) is None  # no per-head config to count
+    path = tmp_path / "a_shape.json"
+    config_mod.save(config_mod.default(2, 4, AShape(sink=64, local=64)), path)
+    a_shape = executed_tiles(loaded, Method("minference:a", "minference", config=str(path)), ids)
+    assert a_shape == pytest.approx(a_shape_density(300, 64, 64))  # independent of the activations
+    tight = executed_tiles(loaded, Method("minference@x", "minference", density=0.3), ids, (1, 64))
+    loose = executed_tiles(loaded, Method("minference@y", "minference", density=0.9), ids, (300, 300))
+    assert 0 < tight < loose <= 2.0
+
+
+def test_the_density_report_shows_executed_tiles_for_configs_and_budgets(tmp_path):
+    from minference.evals.report import density_table
+
+    store = ResultStore(tmp_path / "r.json")
+    store.set_density("dense", 1024, {"vertical": None, "slash": None, "density": 1.0, "target": None, "tiles": 1.0})
+    store.set_density("minference:cfg", 1024, {"vertical": None, "slash": None, "density": None, "target": None,
+                                               "tiles": 0.274})
+    store.set_density("minference@0.3", 1024, {"vertical": 30, "slash": 183, "density": 0.303, "target": 0.3,
+                                               "tiles": 0.332})
+    table = density_table(store)
+    assert "Executed tiles % of dense" in table
+    assert "| minference:cfg | 27.4 |" in table and "| minference@0.3 | 33.2 |" in table

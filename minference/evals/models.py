@@ -205,12 +205,23 @@ def apply_attention(model, method: Method, budgets: tuple | None = None) -> None
             f"attention type {method.attn_type!r} needs minference.patch (the transformers integration), "
             "which this installation does not provide; run with --methods dense"
         )
-    config = None
-    if budgets is not None:
-        config = uniform_config(model, *budgets)
-    elif method.config is not None:
-        try:
-            config = minference.config.load(method.config)
-        except ValueError as error:
-            raise ValueError(f"method {method.label!r}: {error}") from None
+    config = method_config(model, method, budgets)
     minference.patch(model, config=config, attn_type=method.attn_type, dense_below=0, dense_above=None)
+
+
+def method_config(model, method: Method, budgets: tuple | None = None):
+    """The per-head config ``method`` runs on ``model``: uniform ``budgets``, its saved config, or None (the default).
+
+    Raises:
+        ValueError: ``method.config`` is neither a config file nor a registry name (``minference/configs/``).
+    """
+    from .. import config as config_mod
+
+    if budgets is not None:
+        return uniform_config(model, *budgets)
+    if method.config is None:
+        return None
+    try:
+        return config_mod.load(method.config)
+    except ValueError as error:
+        raise ValueError(f"method {method.label!r}: {error}") from None

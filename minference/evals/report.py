@@ -54,6 +54,16 @@ def density_table(store: ResultStore) -> str:
             if str(n) in per and per[str(n)]["density"] is not None
         }
     table = markdown_table(rows, [str(n) for n in lengths], average=False, corner="Density % (measured)")
+    tiles = {
+        method: {
+            str(n): 100.0 * per[str(n)]["tiles"] for n in lengths if per.get(str(n), {}).get("tiles") is not None
+        }
+        for method, per in store.density.items()
+    }
+    if any(tiles.values()):
+        table += "\n\n" + markdown_table(
+            tiles, [str(n) for n in lengths], average=False, corner="Executed tiles % of dense (first prompt)"
+        )
     budgets = [
         f"{m} @ {n}: vertical {i['vertical']}, slash {i['slash']}"
         for m, per in store.density.items()

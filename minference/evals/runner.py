@@ -21,6 +21,7 @@ from .methods import Method
 from .models import LoadedModel, apply_attention
 from .prompting import render
 from .results import ResultStore, fingerprint
+from .tiles import executed_tiles
 
 DEFAULT_BUDGETS = (1000, 6096)
 
@@ -56,22 +57,30 @@ def prompt_ids(loaded: LoadedModel, example: Example, use_chat_template: bool = 
 def method_density(loaded: LoadedModel, method: Method, ids: torch.Tensor, rankings=None) -> dict:
     """Budgets and measured density of ``method`` on the prompt ``ids (1, N)`` (calibrated for matched density).
 
-    Returns ``{"vertical", "slash", "density", "target"}``; density 1.0 and no budgets for dense. For a config file
-    the density is not measured (None): the probe only knows uniform vertical-slash budgets (so neither for baselines
-    such as ``streaming`` or ``inf_llm``).
+    Returns ``{"vertical", "slash", "density", "target", "tokens", "tiles"}``; density 1.0 and no budgets for dense.
+    For a config file the probe density is None (the probe only knows uniform vertical-slash budgets; neither does it
+    for baselines such as ``streaming`` or ``inf_llm``). ``tiles`` is the executed-tile density
+    (:func:`minference.evals.tiles.executed_tiles`), measured for every method with a per-head config, so a config
+    and uniform budgets are compared on one cost measure.
     """
     n = ids.shape[1]
     if method.is_dense:
-        return {"vertical": None, "slash": None, "density": 1.0, "target": None, "tokens": n}
+        return {"vertical": None, "slash": None, "density": 1.0, "target": None, "tokens": n, "tiles": 1.0}
     if method.config is not None or not method.uses_budgets:  # the probe knows uniform vertical-slash budgets only
-        return {"vertical": None, "slash": None, "density": None, "target": None, "tokens": n}
+        tiles = executed_tiles(loaded, method, ids)
+        return {"vertical": None, "slash": None, "density": None, "target": None, "tokens": n, "tiles": tiles}
     rankings = rankings or density_mod.rank_lines(loaded.model, ids)
     if method.density is None:
         vertical, slash = DEFAULT_BUDGETS
         measured = rankings.density(min(vertical, n), min(slash, n))
+        tiles = executed_tiles(loaded, method, ids)
     else:
         vertical, slash, measured = density_mod.calibrate(rankings, method.density)
-    return {"vertical": vertical, "slash": slash, "density": measured, "target": method.density, "tokens": n}
+        tiles = executed_tiles(loaded, method, ids, (vertical, slash))
+    return {
+        "vertical": vertical, "slash": slash, "density": measured, "target": method.density, "tokens": n,
+        "tiles": tiles,
+    }
 
 
 def run_examples(
