@@ -401,7 +401,7 @@ def sparse_attention(
     if sdpa_can_stand_in and dense_below is not None and n < dense_below:
         return _dense_into(q, k, v, sm_scale, out)
     if all(isinstance(p, Dense) for p in per_head) and sdpa_can_stand_in and out is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm_scale, enable_gqa=True)
+        return _dense_into(q, k, v, sm_scale, None)
 
     vertical_slash_heads = [h for h, p in enumerate(per_head) if isinstance(p, VerticalSlash)]
     window_heads = [h for h, p in enumerate(per_head) if isinstance(p, (AShape, Dense))]

@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -345,29 +345,41 @@ def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence) -> list:
     return result
 
 
-def measure_density(model, ids: torch.Tensor, options: E2ESettings) -> list:
-    """Mean executed-tile density per layer of the MInference config on ``ids`` (one untimed forward, through the
-    pluggable attention-type hook)."""
+def layer_densities(model, config, run: Callable[[], object], *, prefill, **patch_options) -> dict:
+    """Mean executed-tile density of each layer's heads under ``config`` while ``run()`` makes one forward.
+
+    Every layer's real q and k go through the config's estimation and index builders (:func:`head_density`); the
+    layer's output comes from ``prefill`` (``hf.minference_prefill`` to follow the sparse run,
+    ``hf.dense_prefill`` to measure every layer on dense activations). ``patch_options`` go to ``hf.patch``.
+    """
     per_layer = {}
 
     def recording_prefill(q, k, v, *, settings, seqlens, scaling, module):
         per_layer[module.layer_idx] = statistics.fmean(head_density(q, k, settings.patterns))
-        return hf.minference_prefill(q, k, v, settings=settings, seqlens=seqlens, scaling=scaling)
+        return prefill(q, k, v, settings=settings, seqlens=seqlens, scaling=scaling)
 
     hf.register_attention_type("minference_density", recording_prefill)
     try:
-        hf.patch(
-            model,
-            method_config("minference", model, options.config),
-            attn_type="minference_density",
-            dense_below=0,
-            chunk_size=options.chunk_size,
-        )
+        hf.patch(model, config, attn_type="minference_density", **patch_options)
         with torch.inference_mode():
-            memory.prefill(model, ids)
+            run()
     finally:
         hf.unpatch(model)
         del hf.ATTENTION_TYPES["minference_density"]
+    return per_layer
+
+
+def measure_density(model, ids: torch.Tensor, options: E2ESettings) -> list:
+    """Mean executed-tile density per layer of the MInference config on ``ids`` (one untimed forward, through the
+    pluggable attention-type hook)."""
+    per_layer = layer_densities(
+        model,
+        method_config("minference", model, options.config),
+        lambda: memory.prefill(model, ids),
+        prefill=hf.minference_prefill,
+        dense_below=0,
+        chunk_size=options.chunk_size,
+    )
     return [round(per_layer[i], 4) for i in sorted(per_layer)]
 
 

@@ -1,7 +1,7 @@
 """Executed-tile density of a method on a prompt: the 64x64 tiles its kernels would load, as a fraction of dense's.
 
 One dense forward with a recording attention function: every layer's real q and k go through the method's online
-estimation and index builders (:func:`minference.bench.e2e.head_density`), and the layer still returns dense
+estimation and index builders (:func:`minference.bench.e2e.layer_densities`), and the layer still returns dense
 attention, so all methods are measured on the same activations. Estimation work is not counted. This is the cost
 measure that compares any config with uniform budgets (the eval probe's density covers uniform budgets only).
 """
@@ -14,8 +14,6 @@ import torch
 
 from .methods import CONFIG_TYPES, Method
 from .models import LoadedModel, method_config, minference_available
-
-PROBE_TYPE = "_evals_tile_probe"
 
 
 def executed_tiles(loaded: LoadedModel, method: Method, ids: torch.Tensor, budgets: tuple | None = None):
@@ -30,24 +28,18 @@ def executed_tiles(loaded: LoadedModel, method: Method, ids: torch.Tensor, budge
     if method.attn_type not in CONFIG_TYPES or not minference_available():
         return None
     import minference
-    from ..bench.e2e import head_density
+
+    from ..bench.e2e import layer_densities
     from ..integrations import hf
 
     model = loaded.model
-    config = method_config(model, method, budgets)
-    per_layer: dict[int, float] = {}
-
-    def recording(q, k, v, *, settings, seqlens, scaling, module):
-        per_layer[module.layer_idx] = statistics.fmean(head_density(q, k, settings.patterns))
-        return hf.dense_prefill(q, k, v, settings=settings, seqlens=seqlens, scaling=scaling)
-
-    hf.register_attention_type(PROBE_TYPE, recording)
     minference.unpatch(model)
-    try:
-        minference.patch(model, config=config, attn_type=PROBE_TYPE, dense_below=0, dense_above=None)
-        with torch.inference_mode():
-            model(ids.to(model.device), use_cache=False, logits_to_keep=1)
-    finally:
-        minference.unpatch(model)
-        del hf.ATTENTION_TYPES[PROBE_TYPE]
+    per_layer = layer_densities(
+        model,
+        method_config(model, method, budgets),
+        lambda: model(ids.to(model.device), use_cache=False, logits_to_keep=1),
+        prefill=hf.dense_prefill,
+        dense_below=0,
+        dense_above=None,
+    )
     return statistics.fmean(per_layer.values()) if per_layer else None
