@@ -32,9 +32,10 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
             stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, KEY_MASK: tl.constexpr = False):
     """One key tile of the online softmax. ``MASKED`` tiles apply ``key_ok [BN]`` to the loads and ``valid [BM, BN]``
-    to the scores; tiles strictly below the diagonal and inside the sequence skip both (most of the work)."""
+    to the scores; tiles strictly below the diagonal and inside the sequence skip both (most of the work).
+    ``KEY_MASK`` tiles (gathered columns, all addresses valid) load unmasked and drop the keys outside ``key_ok``."""
     p_k = k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd
     p_v = v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd
     if MASKED:
@@ -50,6 +51,8 @@ def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
     if MASKED:
         b_s = tl.where(valid, b_s, float("-inf"))
+    elif KEY_MASK:
+        b_s = tl.where(key_ok[None, :], b_s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(b_s, 1))
     # a row with nothing valid yet keeps m = -inf; shift by 0 so exp2 gives 0 instead of NaN
     m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -122,9 +125,14 @@ def _vertical_slash_kernel(
     head_row = i_b.to(tl.int64) * n_sel + i_s
     live = i_m * BLOCK_M < seqlen
     n_walk = tl.where(live, tl.load(BlockCount + head_row * n_blocks + i_m), 0)
-    # offsets ascend from p = 0, the diagonal tile: the only one that needs the causal and length masks
+    # offsets ascend from p = 0, the diagonal tile: the only one that needs the causal and length masks.
+    # Each offset is loaded one iteration ahead: a K/V address that depends on a load in the same iteration costs
+    # the software pipeliner a stage, leaving two buffers and a full drain per tile instead of three and overlap.
+    p_offsets = BlockOffsets + head_row * n_blocks
+    next_offset = tl.load(p_offsets + tl.minimum(1, n_blocks - 1))
     for t in range(1, n_walk):
-        offset = tl.load(BlockOffsets + head_row * n_blocks + t)
+        offset = next_offset
+        next_offset = tl.load(p_offsets + tl.minimum(t + 1, n_blocks - 1))
         o_key = (i_m - offset) * BLOCK_N + o_n
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
                                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
@@ -135,17 +143,23 @@ def _vertical_slash_kernel(
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
                                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
 
-    # gathered columns all lie left of this query block, so no causal test; skip those in walked blocks
+    # gathered columns all lie left of this query block, so no causal test; skip those in walked blocks.
+    # Columns and their walked flags are loaded one chunk ahead, for the same reason as the offsets above.
     n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + i_m), 0)
+    p_columns = Columns + head_row * n_columns
+    p_present = BlockPresent + head_row * n_blocks + i_m
+    next_key = tl.load(p_columns + o_n, mask=o_n < n_cols, other=0)
+    next_ok = (o_n < n_cols) & (tl.load(p_present - next_key // BLOCK_N, mask=o_n < n_cols, other=1) == 0)
     for c in range(0, n_cols, BLOCK_N):
-        o_c = c + o_n
-        m_c = o_c < n_cols
-        o_key = tl.load(Columns + head_row * n_columns + o_c, mask=m_c, other=0)
-        walked = tl.load(BlockPresent + head_row * n_blocks + (i_m - o_key // BLOCK_N), mask=m_c, other=1)
-        key_ok = m_c & (walked == 0)
-        valid = key_ok[None, :] & (o_m[:, None] >= 0)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        o_key = next_key
+        key_ok = next_ok
+        m_next = c + BLOCK_N + o_n < n_cols
+        next_key = tl.load(p_columns + c + BLOCK_N + o_n, mask=m_next, other=0)
+        next_ok = m_next & (tl.load(p_present - next_key // BLOCK_N, mask=m_next, other=1) == 0)
+        # lanes past the list read key 0 and walked columns their own row: every address is inside the sequence
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, key_ok, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+                                KEY_MASK=True)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -175,9 +189,13 @@ def _block_sparse_kernel(
     query_block = (i_m * BLOCK_M) // BLOCK_SIZE
     row = (i_b.to(tl.int64) * n_sel + i_s) * n_blocks + query_block
     n_walk = tl.where(i_m * BLOCK_M < seqlen, tl.load(BlockCount + row), 0)
-    # blocks ascend and end with the query block itself: only that last one needs the causal and length masks
+    # blocks ascend and end with the query block itself: only that last one needs the causal and length masks.
+    # Each block is loaded one iteration ahead so the pipeliner keeps three K/V stages (see the vertical-slash kernel)
+    p_blocks = Blocks + row * n_slots
+    next_block = tl.load(p_blocks)
     for t in range(0, n_walk - 1):
-        key_block = tl.load(Blocks + row * n_slots + t)
+        key_block = next_block
+        next_block = tl.load(p_blocks + tl.minimum(t + 1, n_slots - 1))
         for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
             o_key = key_block * BLOCK_SIZE + sub * BLOCK_N + o_n
             acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,

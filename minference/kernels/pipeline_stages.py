@@ -1,0 +1,113 @@
+"""How many shared-memory buffers the software pipeliner gives each kernel's K/V tiles, read from the TTGIR that
+Triton compiles for a CUDA target. No GPU is needed: Triton compiles for any target on the CPU.
+
+Why it is worth checking: when a K/V address depends on a load issued in the same loop iteration (a block offset, a
+block id), the pipeliner spends one of its ``num_stages`` on that load. The tiles then get two buffers and a full
+drain before every tile instead of three buffers and overlap. On an H200 that cost the vertical-slash and
+block-sparse kernels 4-11 % (docs/benchmarks.md), with nothing in the outputs to show it.
+
+    python -m minference.kernels.pipeline_stages            # sm90, the launcher's warps and stages
+    python -m minference.kernels.pipeline_stages --arch 80
+
+Prints one line per kernel with the buffer count of every K/V tile allocation. It cannot run under
+``TRITON_INTERPRET=1``, where the kernels are interpreted functions with nothing to compile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+import torch
+
+from ._utils import block_head_dim, dot_precision, interpreting, launch_options
+
+TILE = 64
+# pointer arguments and their element types; every other non-constexpr argument is an i32 (or the fp32 scale)
+_POINTERS = {
+    "Out": "*bf16", "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
+    "BlockOffsets": "*i32", "BlockCount": "*i32", "BlockPresent": "*i8", "Columns": "*i32", "ColumnCount": "*i32",
+    "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
+}
+_KERNELS = {
+    "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
+    "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}),
+    "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
+}
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: str = "bf16",
+                  num_warps: int | None = None, num_stages: int | None = None) -> str:
+    """The TTGIR of ``kernel`` (``vertical_slash``, ``block_sparse`` or ``a_shape``) compiled for ``sm_{arch}``,
+    specialised as the launcher would be for contiguous inputs (unit last stride, 16-byte aligned pointers)."""
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if interpreting():
+        raise RuntimeError("TRITON_INTERPRET=1 is set: interpreted kernels cannot be compiled; unset it")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from . import sparse_attention
+
+    name, blocks = _KERNELS[kernel]
+    fn = getattr(sparse_attention, name)
+    options = launch_options(head_dim, _DTYPES[dtype])
+    options = {"num_warps": num_warps or options["num_warps"], "num_stages": num_stages or options["num_stages"]}
+    constants = dict(blocks, HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), STORE_LSE=False,
+                     PRECISION=dot_precision(_DTYPES[dtype]), EVEN_D=head_dim == block_head_dim(head_dim))
+    signature, divisible = {}, []
+    for position, arg in enumerate(fn.arg_names):
+        if arg in constants:
+            signature[arg] = "constexpr"
+        elif arg.startswith("stride_") and arg.endswith("d"):
+            signature[arg], constants[arg] = "constexpr", 1
+        elif arg in ("Q", "K", "V") or arg in _POINTERS:
+            signature[arg] = f"*{dtype}" if arg in ("Q", "K", "V", "Out") else _POINTERS[arg]
+            divisible.append(position)
+        else:
+            signature[arg] = "fp32" if arg == "qk_scale" else "i32"
+            if arg.startswith("stride_"):
+                divisible.append(position)
+    source = ASTSource(
+        fn=fn, signature=signature,
+        constexprs={(fn.arg_names.index(arg),): value for arg, value in constants.items()},
+        attrs={(position,): [["tt.divisibility", 16]] for position in divisible},
+    )
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options).asm["ttgir"]
+
+
+def tile_buffer_depths(ttgir: str, rows: int = TILE, head_dim: int = 128) -> list[int]:
+    """Buffer count of every multi-buffered ``rows x head_dim`` shared-memory allocation (the K and V tiles of each
+    pipelined loop), in the order they appear."""
+    pattern = rf"local_alloc\s*:\s*\(\)\s*->\s*!ttg\.memdesc<(\d+)x{rows}x{block_head_dim(head_dim)}x"
+    return [int(depth) for depth in re.findall(pattern, ttgir)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, default=90, help="compute capability as one number (90 = sm_90)")
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16")
+    parser.add_argument("--num-stages", type=int, default=None, help="default: the launcher's choice")
+    parser.add_argument("--json", action="store_true", help="print {kernel: [buffers, ...]} as JSON")
+    args = parser.parse_args(argv)
+    depths = {}
+    for kernel in _KERNELS:
+        ttgir = compile_ttgir(kernel, arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
+                              num_stages=args.num_stages)
+        depths[kernel] = tile_buffer_depths(ttgir, head_dim=args.head_dim)
+    if args.json:
+        print(json.dumps(depths))
+    else:
+        for kernel, buffers in depths.items():
+            print(f"{kernel}: K/V tile buffers {buffers}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

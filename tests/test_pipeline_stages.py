@@ -1,0 +1,50 @@
+"""The walked loops of every kernel keep the pipeline depth of a loop without indirection (CUDA TTGIR, no GPU).
+
+Loading a loop's block offsets in the same iteration as the K/V tiles they address once cost the vertical-slash
+and block-sparse kernels a pipeline stage (4-11 % on an H200, docs/benchmarks.md) and nothing else showed it.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minference.kernels import pipeline_stages
+
+
+@pytest.fixture(scope="module")
+def sm90_depths():
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "minference.kernels.pipeline_stages", "--arch", "90", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_kernel_pipelines_its_key_tiles_three_deep_on_hopper(sm90_depths):
+    # the launcher asks for 3 stages at bf16 head_dim 128; the A-shape loops walk contiguous blocks (no indirection)
+    assert sm90_depths["a_shape"] and set(sm90_depths["a_shape"]) == {3}
+    assert sm90_depths["vertical_slash"] and set(sm90_depths["vertical_slash"]) == {3}
+    assert sm90_depths["block_sparse"] and set(sm90_depths["block_sparse"]) == {3}
+
+
+def test_tile_buffer_depths_reads_only_multibuffered_tiles_of_the_given_shape():
+    ttgir = "\n".join([
+        "%0 = ttg.local_alloc : () -> !ttg.memdesc<3x64x128xbf16, #shared, #smem, mutable>",
+        "%1 = ttg.local_alloc : () -> !ttg.memdesc<2x64x128xbf16, #shared, #smem, mutable>",
+        "%2 = ttg.local_alloc %q : (tensor<64x128xbf16>) -> !ttg.memdesc<64x128xbf16, #shared, #smem>",
+        "%3 = ttg.local_alloc : () -> !ttg.memdesc<2x64xi32, #shared1, #smem, mutable>",
+        "%4 = ttg.local_alloc : () -> !ttg.memdesc<4x64x64xf16, #shared, #smem, mutable>",
+    ])
+    assert pipeline_stages.tile_buffer_depths(ttgir) == [3, 2]
+    assert pipeline_stages.tile_buffer_depths(ttgir, head_dim=64) == [4]
+    assert pipeline_stages.tile_buffer_depths(ttgir, head_dim=80) == [3, 2]  # 80 is padded to a 128-wide tile
+    assert pipeline_stages.tile_buffer_depths(ttgir, rows=32) == []
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        pipeline_stages.compile_ttgir("dense")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        pipeline_stages.compile_ttgir("a_shape", dtype="fp8")
