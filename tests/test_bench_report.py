@@ -97,3 +97,22 @@ def test_chart_is_a_png_with_one_panel_per_batch(tmp_path):
     write_chart(str(path), rows, title="test")
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+def test_the_header_names_the_commit_that_was_measured():
+    machine = {"gpu": "NVIDIA H200", "cuda": "13.0", "torch": "2.11", "triton": "3.6", "commit": "071eed5+dirty"}
+    assert markdown_table([], machine).splitlines()[0].rstrip("*").endswith("| commit 071eed5+dirty")
+    assert "commit" not in markdown_table([], {**machine, "commit": None}).splitlines()[0]
+
+
+def test_source_commit_is_this_checkouts_head():
+    import subprocess
+
+    from minference.bench.kernels import source_commit
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(__file__))
+    if head.returncode != 0:  # an sdist or wheel install has no history: the row then says so
+        assert source_commit() is None
+    else:
+        assert source_commit().split("+")[0] == head.stdout.strip()

@@ -70,12 +70,34 @@ class Row:
         return asdict(self)
 
 
+def source_commit() -> Optional[str]:
+    """The checkout's short commit, ``+dirty`` when tracked files differ from it; None outside a git checkout.
+
+    Figures are only comparable between runs of known kernels, and the version number does not change per commit.
+    """
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine_info(device, dtype: torch.dtype) -> dict:
     """GPU (or CPU) name and the versions that matter, for every row and the report header."""
     import triton
 
     device = torch.device(device)
     info = {
+        "commit": source_commit(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "cuda": torch.version.cuda,

@@ -71,7 +71,7 @@ def _cell(key: str, row: Mapping) -> str:
 
 
 def machine_line(machine: Mapping) -> str:
-    """``GPU | CUDA | torch | triton | date`` as one line."""
+    """``GPU | CUDA | torch | triton | dtype | date | commit`` as one line."""
     parts = [
         machine.get("gpu", "?"),
         f"CUDA {machine.get('cuda') or '–'}",
@@ -79,6 +79,7 @@ def machine_line(machine: Mapping) -> str:
         f"triton {machine.get('triton', '?')}",
         f"{machine.get('dtype', '')}",
         machine.get("date", ""),
+        f"commit {machine['commit']}" if machine.get("commit") else "",
     ]
     return " | ".join(p for p in parts if p)
 
