@@ -108,7 +108,7 @@ def test_the_header_names_the_commit_that_was_measured():
 def test_source_commit_is_this_checkouts_head():
     import subprocess
 
-    from minference.bench.kernels import source_commit
+    from minference.bench.report import source_commit
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=os.path.dirname(__file__))

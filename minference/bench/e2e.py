@@ -42,6 +42,7 @@ from .. import config as config_mod
 from ..integrations import hf, memory
 from ..patterns import AShape, BlockSparse, VerticalSlash
 from . import report
+from .report import source_commit
 
 LENGTHS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 1_000_000)
 """The published table's prompt lengths."""
@@ -394,6 +395,7 @@ def machine() -> dict:
         "triton": triton.__version__,
         "transformers": transformers.__version__,
         "date": datetime.date.today().isoformat(),
+        "commit": source_commit(),
     }
 
 

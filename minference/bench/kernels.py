@@ -26,6 +26,7 @@ from ..patterns import block_sparse as block_sparse_pattern
 from ..patterns import vertical_slash as vertical_slash_pattern
 from . import flex as flex_masks
 from .density import a_shape_density, block_sparse_density, vertical_slash_density
+from .report import source_commit
 from .index_sets import block_sparse_indices, index_set_label, load_head_stats, vertical_slash_indices
 from .shapes import DENSE_METHODS, Shape, Sweep
 from .timing import TimingConfig, input_copies, time_call
@@ -68,27 +69,6 @@ class Row:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def source_commit() -> Optional[str]:
-    """The checkout's short commit, ``+dirty`` when tracked files differ from it; None outside a git checkout.
-
-    Figures are only comparable between runs of known kernels, and the version number does not change per commit.
-    """
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def machine_info(device, dtype: torch.dtype) -> dict:

@@ -70,6 +70,28 @@ def _cell(key: str, row: Mapping) -> str:
     return str(value)
 
 
+def source_commit() -> Optional[str]:
+    """The checkout's short commit, ``+dirty`` when tracked files differ from it; None outside a git checkout.
+
+    Figures are only comparable between runs of known kernels, and the version number does not change per commit.
+    """
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        # an installed copy inside some other repository (a venv in a checkout) must not report that repository
+        if commit.returncode != 0 or Path(commit.stdout.split()[0]).resolve() != root:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.split()[1] + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine_line(machine: Mapping) -> str:
     """``GPU | CUDA | torch | triton | dtype | date | commit`` as one line."""
     parts = [
