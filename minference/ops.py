@@ -23,6 +23,7 @@ from .index import (
     vertical_slash_index_mask_rows,
 )
 from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
+from .kernels.gqa_pack import check_pack, pack_fits, plan_packs
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
 from .patterns import a_shape as a_shape_pattern
 from .patterns import block_sparse as block_sparse_pattern
@@ -246,11 +247,16 @@ def a_shape_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
+    gqa_pack: int = 1,
 ):
     """Causal attention over the first ``sink`` keys and the ``local`` nearest keys (see :func:`a_shape_mask`).
 
     Args:
         sink: int ``>= 0`` or one per query head. local: int ``>= 1`` or one per query head.
+        gqa_pack: 1 or 2. At 2, the Triton kernel serves two query heads of one K/V head with equal
+            budgets from one program, loading each K/V tile once for all of them (the others run unpacked).
+            Shapes whose packed query tile would not fit in shared memory (float32 at head_dim 256) run unpacked.
+            The result is the same function; 1 (off) stays the default until a GPU measurement favours packing.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
@@ -258,10 +264,32 @@ def a_shape_attention(
     batch, heads, n, _ = q.shape
     sinks = _per_head_budget("sink", sink, heads, 0, q.device)
     locals_ = _per_head_budget("local", local, heads, 1, q.device)
+    check_pack(gqa_pack)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     out, lse = _outputs(q, out, return_lse)
-    _a_shape_heads(q, k, v, list(range(heads)), sinks, locals_, out, lse, seqlens, sm_scale, backend)
+    if backend == "triton" and gqa_pack > 1 and pack_fits(gqa_pack, q.shape[-1], q.element_size()):
+        host_sinks = [sink] * heads if isinstance(sink, int) else [int(s) for s in sink]
+        host_locals = [min(local, n)] * heads if isinstance(local, int) else [min(int(w), n) for w in local]
+        _a_shape_packed(q, k, v, host_sinks, host_locals, gqa_pack, out, lse, seqlens, sm_scale)
+    else:
+        _a_shape_heads(q, k, v, list(range(heads)), sinks, locals_, out, lse, seqlens, sm_scale, backend)
     return _result(out, lse, return_lse)
+
+
+def _a_shape_packed(q, k, v, sinks: list, locals_: list, pack: int, out, lse, seqlens, sm_scale) -> None:
+    """Every query head through the Triton kernel: packs of ``pack`` heads where K/V head and budget allow, the
+    rest one per program."""
+    from .kernels.sparse_attention import a_shape_forward
+
+    heads = list(range(q.shape[1]))
+    plan = plan_packs(heads, sinks, locals_, q.shape[1] // k.shape[1], pack)
+    if plan.packed_heads:
+        a_shape_forward(q, k, v, device_tensor(plan.sinks, q.device), device_tensor(plan.locals, q.device),
+                        device_tensor(plan.packed_heads, q.device), out, lse, seqlens, sm_scale, pack=pack)
+    if plan.single_heads:
+        a_shape_forward(q, k, v, device_tensor([sinks[h] for h in plan.single_heads], q.device),
+                        device_tensor([locals_[h] for h in plan.single_heads], q.device),
+                        device_tensor(plan.single_heads, q.device), out, lse, seqlens, sm_scale)
 
 
 def _a_shape_heads(q, k, v, heads, sinks, locals_, out, lse, seqlens, sm_scale, backend) -> None:

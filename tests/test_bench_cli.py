@@ -46,13 +46,18 @@ def test_overrides_build_the_sweep(bench_cli):
             "--dense-max-n",
             "none",
             "--no-flex",
+            "--a-shape-pack",
+            "1,2",
         ]
     )
     sweep = bench_cli.build_sweep(args)
     assert [(s.n, s.batch) for s in sweep.shapes] == [(1024, 1), (2048, 1), (1024, 4), (2048, 4)]
     assert [p.name for p in sweep.patterns] == ["a_shape"]
-    assert sweep.dense_max_n is None and sweep.flex is False
+    assert sweep.dense_max_n is None and sweep.flex is False and sweep.a_shape_packs == (1, 2)
     assert sweep.flex_max_n == 128 * 1024, "options not given keep the sweep's values"
+    assert bench_cli.build_sweep(parser.parse_args(["--sweep", "full"])).a_shape_packs == (1,)
+    with pytest.raises(ValueError, match="a_shape_packs must list sizes among"):
+        bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--a-shape-pack", "3"]))
 
 
 def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
@@ -80,6 +85,8 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
             "1",
             "--target-seconds",
             "0.001",
+            "--a-shape-pack",
+            "1,2",
         ]
     )
     assert code == 0
@@ -91,6 +98,7 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
         ("minference", "vertical_slash", "local_heavy"),
         ("minference", "vertical_slash", "measured"),
         ("minference", "a_shape", "static"),
+        ("minference", "a_shape", "static, gqa_pack=2"),
     }
     assert all(r["status"] == "ok" and r["ms"] > 0 and r["density"] > 0 for r in rows), rows
     assert (tmp_path / "kernels.png").read_bytes()[:4] == b"\x89PNG"

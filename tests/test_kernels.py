@@ -80,6 +80,24 @@ def test_a_shape_kernel_equals_masked_reference(shape, data):
 
 
 @cases
+@given(shapes(), st.data(), st.just(2))
+def test_gqa_packed_a_shape_equals_masked_reference(shape, data, pack):
+    """Packed programs (query heads of one K/V head with equal budgets share each K/V tile) compute the same masked
+    attention, padded rows and lse included; budgets come from a short list so that packs actually form."""
+    q, k, v = make_inputs(shape)
+    n, hq = shape["n"], shape["hq"]
+    budgets = data.draw(st.lists(st.sampled_from([(0, 1), (0, 70), (3, 17), (64, 64), (5, n + 3)]),
+                                 min_size=hq, max_size=hq))
+    sinks, windows = [b[0] for b in budgets], [b[1] for b in budgets]
+    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
+    out, lse = ops.a_shape_attention(q, k, v, sinks, windows, seqlens=seqlens, backend="triton", return_lse=True,
+                                     out=poisoned_like(q), gqa_pack=pack)
+    mask = ops.a_shape_mask(n, sinks, windows).to(DEVICE)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
+                             what=f"a-shape packed by {pack} {budgets} {seqlens.tolist()} {shape}")
+
+
+@cases
 @given(shapes(), st.data())
 def test_padded_batch_rows_match_each_sequence_alone(shape, data):
     """Right-padded variable lengths: valid rows equal the masked reference, padding rows are written as 0."""

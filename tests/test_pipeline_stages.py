@@ -16,7 +16,8 @@ from minference.kernels import pipeline_stages
 @pytest.fixture(scope="module")
 def sm90_depths():
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "minference.kernels.pipeline_stages", "--arch", "90", "--json"],
+    done = subprocess.run([sys.executable, "-m", "minference.kernels.pipeline_stages", "--arch", "90", "--json",
+                           "--a-shape-pack", "2"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -27,6 +28,7 @@ def test_every_kernel_pipelines_its_key_tiles_three_deep_on_hopper(sm90_depths):
     assert sm90_depths["a_shape"] and set(sm90_depths["a_shape"]) == {3}
     assert sm90_depths["vertical_slash"] and set(sm90_depths["vertical_slash"]) == {3}
     assert sm90_depths["block_sparse"] and set(sm90_depths["block_sparse"]) == {3}
+    assert sm90_depths["a_shape_pack2"] and set(sm90_depths["a_shape_pack2"]) == {3}  # GQA-packed, 8 warps
 
 
 def test_tile_buffer_depths_reads_only_multibuffered_tiles_of_the_given_shape():
@@ -48,3 +50,5 @@ def test_bad_arguments_name_themselves():
         pipeline_stages.compile_ttgir("dense")
     with pytest.raises(ValueError, match="dtype must be one of"):
         pipeline_stages.compile_ttgir("a_shape", dtype="fp8")
+    with pytest.raises(ValueError, match="pack applies to the a_shape kernel only"):
+        pipeline_stages.compile_ttgir("block_sparse", pack=2)

@@ -76,6 +76,11 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patterns", type=_names(PATTERN_NAMES), help="subset of " + ",".join(PATTERN_NAMES))
     parser.add_argument("--index-sets", type=_names(INDEX_SETS), help="subset of " + ",".join(INDEX_SETS))
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
+    parser.add_argument(
+        "--a-shape-pack",
+        type=_arg_type(_sizes),
+        help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default 1: unpacked only)",
+    )
     for name in ("dense", "flex", "random"):
         parser.add_argument(
             f"--{name}-max-n",
@@ -123,6 +128,8 @@ def build_sweep(args):
         changes["index_sets"] = tuple(args.index_sets)
     if args.no_flex:
         changes["flex"] = False
+    if args.a_shape_pack:
+        changes["a_shape_packs"] = tuple(args.a_shape_pack)
     for name in ("dense", "flex", "random"):
         if hasattr(args, f"{name}_max_n"):
             changes[f"{name}_max_n"] = getattr(args, f"{name}_max_n")

@@ -213,21 +213,23 @@ def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int):
     return ops.block_sparse_attention(*inputs(rep), block_idx, block_size, validate=False, out=inputs.out)
 
 
-def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int):
-    return ops.a_shape_attention(*inputs(rep), sink, local, validate=False, out=inputs.out)
+def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int, pack: int = 1):
+    return ops.a_shape_attention(*inputs(rep), sink, local, validate=False, out=inputs.out, gqa_pack=pack)
 
 
 def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterator[tuple]:
-    """``(index set label, density, our call maker, flex mask maker)`` for each index set of ``pattern``."""
+    """``(index set label, density, our call maker, flex mask maker)`` for each index set of ``pattern``; the flex
+    maker is None for a row Flex cannot run and False where Flex was already timed on the same mask."""
     n = shape.n
     if isinstance(pattern, AShape):
         sink, local = pattern.sink, min(pattern.local, n)
-        yield (
-            "static",
-            a_shape_density(n, sink, local),
-            functools.partial(_a_shape_call, sink=sink, local=local),
-            functools.partial(flex_masks.a_shape_block_mask, n, sink, local, device),
-        )
+        for pack in sweep.a_shape_packs:
+            yield (
+                "static" if pack == 1 else f"static, gqa_pack={pack}",
+                a_shape_density(n, sink, local),
+                functools.partial(_a_shape_call, sink=sink, local=local, pack=pack),
+                functools.partial(flex_masks.a_shape_block_mask, n, sink, local, device) if pack == 1 else False,
+            )
         return
     for name in sweep.index_sets:
         label = index_set_label(name, stats)
@@ -417,7 +419,7 @@ def _measure_shape(sweep, shape, device, dtype, timing, copies, deadline, stats,
                 emit(row)
             else:
                 emit(measure(row, lambda rep, ours=ours: ours(inputs, rep)))
-            if not (sweep.flex and cuda):
+            if not (sweep.flex and cuda) or make_flex is False:
                 continue
             flex_row = Row("flex", pattern.name, budget, label, **base, backend="flex_attention")
             if make_flex is None:

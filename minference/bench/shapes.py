@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ..patterns import AShape, BlockSparse, VerticalSlash
+from ..kernels.gqa_pack import PACKS
 
 K = 1024
 
@@ -74,6 +75,8 @@ class Sweep:
             measured N of the same batch (rows say ``extrapolated``); ``None`` runs them everywhere.
         flex_max_n: above this N FlexAttention is skipped (its block mask is built densely, ``O((N/128)^2)``).
         random_max_n: above this N the ``random`` set is skipped (it is nearly dense, so as slow as dense).
+        a_shape_packs: GQA pack sizes to time the A-shape kernel with (1 = unpacked; 2 adds a row whose programs
+            serve two query heads of one K/V head, index set ``static, gqa_pack=2``).
     """
 
     name: str
@@ -84,11 +87,14 @@ class Sweep:
     dense_max_n: Optional[int] = None
     flex_max_n: Optional[int] = None
     random_max_n: Optional[int] = None
+    a_shape_packs: tuple[int, ...] = (1,)
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
         if not self.shapes:
             raise ValueError("shapes must list at least one Shape")
+        if not self.a_shape_packs or any(p not in PACKS for p in self.a_shape_packs):
+            raise ValueError(f"a_shape_packs must list sizes among {PACKS}, got {self.a_shape_packs}")
         unknown = [s for s in self.index_sets if s not in INDEX_SETS]
         if unknown:
             raise ValueError(f"index_sets must be among {INDEX_SETS}, got {unknown}")

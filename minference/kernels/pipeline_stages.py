@@ -39,11 +39,14 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: str = "bf16",
-                  num_warps: int | None = None, num_stages: int | None = None) -> str:
+                  num_warps: int | None = None, num_stages: int | None = None, pack: int = 1) -> str:
     """The TTGIR of ``kernel`` (``vertical_slash``, ``block_sparse`` or ``a_shape``) compiled for ``sm_{arch}``,
-    specialised as the launcher would be for contiguous inputs (unit last stride, 16-byte aligned pointers)."""
+    specialised as the launcher would be for contiguous inputs (unit last stride, 16-byte aligned pointers).
+    ``pack`` > 1 (A-shape only) compiles the GQA-packed program on the launcher's ``4 * pack`` warps."""
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
+    if pack != 1 and kernel != "a_shape":
+        raise ValueError(f"pack applies to the a_shape kernel only, got pack={pack} for {kernel!r}")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if interpreting():
@@ -57,9 +60,16 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
     name, blocks = _KERNELS[kernel]
     fn = getattr(sparse_attention, name)
     options = launch_options(head_dim, _DTYPES[dtype])
-    options = {"num_warps": num_warps or options["num_warps"], "num_stages": num_stages or options["num_stages"]}
+    packed_warps = 4 * pack if pack > 1 else options["num_warps"]
+    options = {"num_warps": num_warps or packed_warps, "num_stages": num_stages or options["num_stages"]}
+    if pack > 1:
+        blocks = dict(blocks, PACK=pack)
     constants = dict(blocks, HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), STORE_LSE=False,
                      PRECISION=dot_precision(_DTYPES[dtype]), EVEN_D=head_dim == block_head_dim(head_dim))
+    # constexpr parameters left at their defaults must still be passed as constants, or they compile as ints
+    for param in fn.params:
+        if param.is_constexpr and param.has_default and param.name not in constants:
+            constants[param.name] = param.default
     signature, divisible = {}, []
     for position, arg in enumerate(fn.arg_names):
         if arg in constants:
@@ -95,12 +105,17 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16")
     parser.add_argument("--num-stages", type=int, default=None, help="default: the launcher's choice")
     parser.add_argument("--json", action="store_true", help="print {kernel: [buffers, ...]} as JSON")
+    parser.add_argument("--a-shape-pack", type=int, default=1, help="also compile the GQA-packed A-shape program")
     args = parser.parse_args(argv)
     depths = {}
     for kernel in _KERNELS:
         ttgir = compile_ttgir(kernel, arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
                               num_stages=args.num_stages)
         depths[kernel] = tile_buffer_depths(ttgir, head_dim=args.head_dim)
+    if args.a_shape_pack > 1:
+        ttgir = compile_ttgir("a_shape", arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
+                              num_stages=args.num_stages, pack=args.a_shape_pack)
+        depths[f"a_shape_pack{args.a_shape_pack}"] = tile_buffer_depths(ttgir, head_dim=args.head_dim)
     if args.json:
         print(json.dumps(depths))
     else:

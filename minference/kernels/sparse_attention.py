@@ -66,21 +66,37 @@ def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
 @triton.jit
 def _program_start(Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
                    stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PACK: tl.constexpr = 1):
     """Which batch row and query head this program serves, its row/column offsets, its query tile, and the bases
-    of the K/V head it reads (``head // group``: GQA without copies)."""
+    of the K/V head it reads (``head // group``: GQA without copies).
+
+    With ``PACK > 1`` the program serves ``PACK`` query heads of one K/V head (``HeadMap[i_s * PACK + j]``) over the
+    same ``BLOCK_M`` positions: its tile stacks their rows, so each K/V tile it loads serves all of them. ``i_h``
+    and ``o_m`` are then per row (``PACK * BLOCK_M``), with positions repeating once per head."""
     i_bh = tl.program_id(1)
     i_b = i_bh // n_sel
     i_s = i_bh % n_sel
-    i_h = tl.load(HeadMap + i_s)
-    i_kv = i_h // group
-    seqlen = tl.load(Seqlens + i_b)
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_n = tl.arange(0, BLOCK_N)
-    o_d = tl.arange(0, BLOCK_D)
-    m_d = o_d < HEAD_DIM
-    p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
-           + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
+    if PACK == 1:
+        i_h = tl.load(HeadMap + i_s)
+        i_kv = i_h // group
+        seqlen = tl.load(Seqlens + i_b)
+        o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        o_n = tl.arange(0, BLOCK_N)
+        o_d = tl.arange(0, BLOCK_D)
+        m_d = o_d < HEAD_DIM
+        p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+               + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
+    else:
+        o_r = tl.arange(0, PACK * BLOCK_M)
+        i_h = tl.load(HeadMap + i_s * PACK + o_r // BLOCK_M)
+        i_kv = tl.load(HeadMap + i_s * PACK) // group
+        seqlen = tl.load(Seqlens + i_b)
+        o_m = i_m * BLOCK_M + o_r % BLOCK_M
+        o_n = tl.arange(0, BLOCK_N)
+        o_d = tl.arange(0, BLOCK_D)
+        m_d = o_d < HEAD_DIM
+        p_q = (Q + i_b.to(tl.int64) * stride_qb + i_h[:, None].to(tl.int64) * stride_qh
+               + o_m[:, None].to(tl.int64) * stride_qn + o_d[None, :] * stride_qd)
     b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
     k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
     v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
@@ -89,12 +105,16 @@ def _program_start(Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stri
 
 @triton.jit
 def _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
-           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE: tl.constexpr):
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE: tl.constexpr, PACK: tl.constexpr = 1):
     row_ok = o_m < seqlen
     l_div = tl.where(l_i > 0, l_i, 1.0)
     b_o = tl.where(row_ok[:, None], acc / l_div[:, None], 0.0)
-    p_o = (Out + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
-           + o_m[:, None].to(tl.int64) * stride_on + o_d[None, :] * stride_od)
+    if PACK == 1:
+        p_o = (Out + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+               + o_m[:, None].to(tl.int64) * stride_on + o_d[None, :] * stride_od)
+    else:
+        p_o = (Out + i_b.to(tl.int64) * stride_ob + i_h[:, None].to(tl.int64) * stride_oh
+               + o_m[:, None].to(tl.int64) * stride_on + o_d[None, :] * stride_od)
     tl.store(p_o, b_o.to(Out.dtype.element_ty), mask=(o_m[:, None] < n_ctx) & m_d[None, :])
     if STORE_LSE:
         lse = tl.where(row_ok & (l_i > 0), (m_i + tl.math.log2(l_div)) * 0.6931471805599453, float("-inf"))
@@ -233,15 +253,16 @@ def _a_shape_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, PACK: tl.constexpr = 1,
 ):
+    # a program covers BLOCK_M positions of PACK query heads that share one K/V head and one (sink, local) budget
     i_m = tl.program_id(0)
     i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
         Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, PACK)
+    acc = tl.zeros([PACK * BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([PACK * BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([PACK * BLOCK_M], dtype=tl.float32)
     sink = tl.load(Sinks + i_s)
     local = tl.load(Locals + i_s)
 
@@ -275,7 +296,7 @@ def _a_shape_kernel(
                                              seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
                                              qk_scale, BLOCK_N, PRECISION, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
-           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE, PACK)
 
 
 def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch):
@@ -327,13 +348,21 @@ def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, head
 
 def a_shape_forward(q, k, v, sink: torch.Tensor, local: torch.Tensor, heads: torch.Tensor, out: torch.Tensor,
                     lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                    sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
-    """Write heads ``heads`` of ``out`` for per-head ``sink (Hs,)`` and ``local (Hs,)`` int32 budgets."""
+                    sm_scale: Optional[float] = None, launch: Optional[dict] = None, pack: int = 1) -> None:
+    """Write heads ``heads`` of ``out`` for per-head ``sink (Hs,)`` and ``local (Hs,)`` int32 budgets.
+
+    With ``pack > 1``, ``heads`` lists packs of ``pack`` query heads of one K/V head back to back and ``sink``,
+    ``local`` hold one budget per pack (:func:`minference.kernels.gqa_pack.plan_packs`); a program then walks its
+    tiles once for the whole pack, on ``4 * pack`` warps unless ``launch`` says otherwise.
+    """
     batch, n_heads, n_ctx, head_dim = q.shape
     seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
-    grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
+    if pack > 1 and "num_warps" in meta and "num_warps" not in (launch or {}):
+        meta["num_warps"] = 4 * pack
+    n_programs = heads.numel() // pack
+    grid = (triton.cdiv(n_ctx, TILE), batch * n_programs)
     _a_shape_kernel[grid](
         q, k, v, out, lse_arg, heads, seqlens, sink, local,
-        *strides, n_heads, heads.numel(), n_ctx, group, scale,
-        BLOCK_M=TILE, BLOCK_N=TILE, **meta,
+        *strides, n_heads, n_programs, n_ctx, group, scale,
+        BLOCK_M=TILE, BLOCK_N=TILE, PACK=pack, **meta,
     )

@@ -1,0 +1,75 @@
+"""Which A-shape query heads can share one K/V tile load (GQA packing), decided on the host.
+
+A packed A-shape program stacks the rows of ``pack`` query heads that read the same K/V head and have the same
+``(sink, local)`` budget, so the tiles it walks are identical for all of them and each K/V tile is loaded once.
+Heads that cannot be packed run one per program, as without packing.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+PACKS = (1, 2)
+"""Supported pack sizes. Two heads make a 128-row program on 8 warps (two warpgroups, one K/V tile load). Compiled
+for sm90 (triton 3.9, bf16, head_dim 128) it holds 210 registers per thread and 128 KiB of shared memory. Four heads
+need 255 registers and spill (120-byte stack), so they are not offered."""
+
+
+PACKED_QUERY_BYTES = 64 * 1024
+"""Largest packed query tile: with its K/V buffers it must stay inside one SM's shared memory (227 KiB on sm90).
+float32 at head_dim 256 would need 128 KiB of queries plus 128 KiB of K/V, so it runs unpacked."""
+
+
+def pack_fits(pack: int, head_dim: int, element_size: int) -> bool:
+    """Whether a program of ``pack`` heads x 64 rows of ``head_dim`` (padded to a power of two) fits."""
+    padded = 1 << (head_dim - 1).bit_length()
+    return pack * 64 * padded * element_size <= PACKED_QUERY_BYTES
+
+
+class PackPlan(NamedTuple):
+    packed_heads: list[int]  # pack-major: heads of pack 0, then pack 1, ...
+    sinks: list[int]  # one per pack
+    locals: list[int]  # one per pack
+    single_heads: list[int]  # heads left to the unpacked launch, in the order given
+
+
+def check_pack(pack) -> int:
+    """``pack`` as an int from :data:`PACKS`.
+
+    Raises:
+        TypeError: not an int. ValueError: not one of :data:`PACKS`.
+    """
+    if not isinstance(pack, int) or isinstance(pack, bool):
+        raise TypeError(f"gqa_pack must be an int, got {type(pack).__name__}")
+    if pack not in PACKS:
+        raise ValueError(f"gqa_pack must be one of {PACKS}, got {pack}")
+    return pack
+
+
+def plan_packs(heads: Sequence[int], sinks: Sequence[int], locals_: Sequence[int], group: int,
+               pack: int) -> PackPlan:
+    """Split ``heads`` (query heads with budgets ``sinks[i]``, ``locals_[i]``) into packs of ``pack`` heads of one
+    K/V head (``head // group``) and one budget, taken in the order given, and the heads left over.
+
+    Raises:
+        ValueError: the three sequences differ in length, ``group < 1``, or ``pack`` is not supported.
+    """
+    check_pack(pack)
+    if not (len(heads) == len(sinks) == len(locals_)):
+        raise ValueError(f"heads, sinks and locals must have one entry per head, got {len(heads)}, {len(sinks)}, "
+                         f"{len(locals_)}")
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
+    waiting: dict[tuple, list[int]] = {}
+    plan = PackPlan([], [], [], [])
+    for head, sink, local in zip(heads, sinks, locals_):
+        key = (head // group, sink, local)
+        members = waiting.setdefault(key, [])
+        members.append(head)
+        if len(members) == pack:
+            plan.packed_heads.extend(members)
+            plan.sinks.append(sink)
+            plan.locals.append(local)
+            del waiting[key]
+    leftover = {head for members in waiting.values() for head in members}
+    plan.single_heads.extend(head for head in heads if head in leftover)
+    return plan

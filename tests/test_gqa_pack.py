@@ -1,0 +1,63 @@
+"""GQA packing plan: which A-shape heads share one program (host side, exact)."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minference import ops
+from minference.kernels.gqa_pack import PACKS, check_pack, pack_fits, plan_packs
+
+
+def test_heads_pack_by_kv_head_and_budget_in_the_order_given():
+    # group 4: heads 0-3 read K/V head 0, heads 4-7 K/V head 1
+    heads = list(range(8))
+    sinks = [0, 4, 0, 4, 0, 0, 0, 0]
+    locals_ = [64, 64, 64, 64, 64, 64, 32, 64]
+    plan = plan_packs(heads, sinks, locals_, group=4, pack=2)
+    assert plan.packed_heads == [0, 2, 1, 3, 4, 5]
+    assert plan.sinks == [0, 4, 0] and plan.locals == [64, 64, 64]
+    assert plan.single_heads == [6, 7]
+
+
+def test_heads_of_different_kv_heads_never_share_a_pack():
+    plan = plan_packs([0, 1, 2, 3], [0] * 4, [64] * 4, group=1, pack=2)
+    assert plan.packed_heads == [] and plan.single_heads == [0, 1, 2, 3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.sampled_from(PACKS), st.data())
+def test_a_plan_covers_every_head_once_with_uniform_packs(kv_heads, group, pack, data):
+    heads = data.draw(st.permutations(list(range(kv_heads * group))))
+    sinks = data.draw(st.lists(st.sampled_from([0, 4]), min_size=len(heads), max_size=len(heads)))
+    locals_ = data.draw(st.lists(st.sampled_from([16, 64]), min_size=len(heads), max_size=len(heads)))
+    budget = {h: (s, w) for h, s, w in zip(heads, sinks, locals_)}
+    plan = plan_packs(heads, sinks, locals_, group, pack)
+    assert sorted(plan.packed_heads + plan.single_heads) == sorted(heads)
+    assert len(plan.packed_heads) == pack * len(plan.sinks) == pack * len(plan.locals)
+    for i in range(len(plan.sinks)):
+        members = plan.packed_heads[i * pack:(i + 1) * pack]
+        assert len({h // group for h in members}) == 1
+        assert all(budget[h] == (plan.sinks[i], plan.locals[i]) for h in members)
+    # what is left cannot form another pack
+    left = [(h // group, *budget[h]) for h in plan.single_heads]
+    assert all(left.count(key) < pack for key in left)
+
+
+def test_bad_pack_sizes_name_the_argument():
+    with pytest.raises(TypeError, match="gqa_pack must be an int"):
+        check_pack(2.0)
+    with pytest.raises(TypeError, match="gqa_pack must be an int"):
+        check_pack(True)
+    with pytest.raises(ValueError, match=r"gqa_pack must be one of \(1, 2\), got 3"):
+        check_pack(3)
+    with pytest.raises(ValueError, match="one entry per head"):
+        plan_packs([0, 1], [0], [1, 1], group=1, pack=2)
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="gqa_pack must be one of"):
+        ops.a_shape_attention(q, q[:, :1], q[:, :1], 0, 4, gqa_pack=4)
+
+
+def test_packs_whose_query_tile_would_not_fit_run_unpacked():
+    assert pack_fits(2, 128, 2) and pack_fits(2, 256, 2) and pack_fits(2, 128, 4) and pack_fits(2, 80, 4)
+    assert not pack_fits(2, 256, 4)  # 128 KiB of float32 queries, plus K/V: more than an SM holds
+    assert pack_fits(1, 256, 4)
