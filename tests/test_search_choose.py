@@ -87,9 +87,22 @@ def test_tile_costs_parse_and_weigh():
     costs = TileCosts.parse("walked=0.01, gathered=0.02,unit=ms")
     assert costs == TileCosts(walked=0.01, gathered=0.02, estimate=1.0, unit="ms")
     assert costs.cost({"walked": 100, "gathered": 10, "estimate": 1}) == pytest.approx(2.2)
-    for bad in ("walk=1", "walked", "walked=-1", "walked=inf"):
+    for bad in ("walk=1", "walked", "walked=-1", "walked=inf", "block_pairs=-1", "pooled_blocks=nan"):
         with pytest.raises(ValueError):
             TileCosts.parse(bad)
+
+
+def test_each_estimator_has_its_own_weight_and_the_default_prices_both_alike():
+    vertical_slash = {"walked": 100, "gathered": 10, "estimate": 4}
+    block_sparse = {"walked": 100, "gathered": 0.0, "estimate": 0.0, "block_pairs": 2, "pooled_blocks": 64}
+    legacy_block_sparse = {"walked": 100, "gathered": 0.0, "estimate": 2}  # scores written before the split
+    default = TileCosts()
+    assert default.cost(vertical_slash) == 114 and default.cost(block_sparse) == 102
+    assert default.cost(legacy_block_sparse) == 102
+    timed = TileCosts.parse("walked=1,gathered=1,estimate=10,block_pairs=100,pooled_blocks=0.5,unit=ns")
+    assert timed.cost(vertical_slash) == 150
+    assert timed.cost(block_sparse) == 100 + 200 + 32
+    assert TileCosts(estimate=10).cost(block_sparse) == 120  # block_pairs follows estimate unless given
 
 
 def test_summarize_averages_density_recall_and_error():

@@ -6,7 +6,7 @@ import torch
 from search_planted import PLANTED, planted_qkv, planted_retrieval_qkv
 
 from minference.search import TileCosts, candidate_space, choose_budget, score_layer
-from minference.search.candidates import a_shape_tiles, dense_tiles
+from minference.search.candidates import a_shape_tiles, block_sparse_tiles, dense_tiles
 from minference.search.choose import objective
 from minference.search.scoring import _indices, _mask_rows
 
@@ -60,6 +60,17 @@ def test_full_budget_keeps_everything_and_matches_dense_output():
     for head in scores:
         assert head[0]["recall"] == pytest.approx(1.0) and head[0]["error"] == 0.0
         assert head[0]["tiles"] == dense_tiles(130)
+
+
+def test_block_sparse_tiles_count_listed_blocks_and_both_estimation_terms():
+    from minference.index import build_block_sparse_index
+
+    # 3 query blocks of 64; head 0 lists its diagonal only, head 1 every causal block
+    ids = torch.tensor([[[[0, -1, -1], [1, -1, -1], [2, -1, -1]], [[0, -1, -1], [0, 1, -1], [0, 1, 2]]]],
+                       dtype=torch.int32)
+    tiles = block_sparse_tiles(build_block_sparse_index(ids))
+    assert [t["walked"] for t in tiles] == [3.0, 6.0]
+    assert all(t["block_pairs"] == 9 / 8192 and t["pooled_blocks"] == 3.0 and t["estimate"] == 0.0 for t in tiles)
 
 
 def test_a_shape_tiles_follow_the_kernel_walk():

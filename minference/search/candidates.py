@@ -6,8 +6,9 @@ off the same index the kernel walks, so they count exactly the work the kernel d
 - vertical-slash: the key blocks walked (``block_count``), plus the gathered column tiles
   (``ceil(column_count / 64)`` per query block), plus the estimation (the last 64 queries against every key:
   ``ceil(N / 64)`` tiles per head);
-- block-sparse: the key blocks listed per query block (``block_count``), plus the pooled estimation
-  (``R^2 / 8192`` tiles: an ``R x R`` pooled score matrix against ``2 * 64 * 64`` products per tile);
+- block-sparse: the key blocks listed per query block (``block_count``), plus the pooled estimation: ``R^2 / 8192``
+  tiles for the ``R x R`` pooled score matrix (``2 * 64 * 64`` products per tile, key ``block_pairs``) and ``R``
+  pooled blocks (``pooled_blocks``, weight 0 unless calibrated: their cost is memory traffic, not products);
 - A-shape: the sink blocks and window blocks of every query block, as the kernel derives them from ``(sink, local)``;
 - dense: every causal tile, ``R (R + 1) / 2``.
 """
@@ -28,13 +29,19 @@ UPSTREAM_VERTICAL_SLASH = ((30, 800), (100, 800), (500, 700), (1000, 4096), (100
 """The ``(vertical, slash)`` budgets of the upstream MInference configs, always among the candidates when they fit."""
 
 
+WEIGHTS = ("walked", "gathered", "estimate", "block_pairs", "pooled_blocks")
+
+
 @dataclass(frozen=True)
 class TileCosts:
-    """Weights that turn tile counts into one cost: ``walked`` (a contiguous key tile), ``gathered`` (a tile of
-    gathered vertical columns), ``estimate`` (a tile of estimation work), all in ``unit``.
+    """Weights that turn tile counts into one cost, all in ``unit``: ``walked`` (a contiguous key tile),
+    ``gathered`` (a tile of gathered vertical columns), ``estimate`` (a vertical-slash estimation tile: the last 64
+    queries against 64 keys), ``block_pairs`` (a block-sparse estimation tile of pooled block pairs; the same as
+    ``estimate`` unless given) and ``pooled_blocks`` (one pooled 64-token block; 0 unless given).
 
     The default counts tiles. A measured calibration (e.g. ms per tile of each kind on the target GPU, from the
-    micro-benchmark) makes the search compare candidates by predicted time instead.
+    micro-benchmark) makes the search compare candidates by predicted time instead. The two estimators need their
+    own weights there: block-sparse estimation time grows as ``a R + b R^2``, not as vertical-slash's ``N / 64``.
 
     Raises:
         ValueError: a weight is negative or not finite, or ``unit`` is empty.
@@ -43,23 +50,31 @@ class TileCosts:
     walked: float = 1.0
     gathered: float = 1.0
     estimate: float = 1.0
+    block_pairs: float | None = None
+    pooled_blocks: float = 0.0
     unit: str = "tiles"
 
     def __post_init__(self):
-        for name in ("walked", "gathered", "estimate"):
+        for name in WEIGHTS:
             value = getattr(self, name)
+            if name == "block_pairs" and value is None:
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not self.unit:
             raise ValueError("unit must be a non-empty string")
 
     def cost(self, tiles: dict) -> float:
-        """Weighted cost of a ``{"walked", "gathered", "estimate"}`` tile count."""
-        return self.walked * tiles["walked"] + self.gathered * tiles["gathered"] + self.estimate * tiles["estimate"]
+        """Weighted cost of a ``{"walked", "gathered", "estimate"[, "block_pairs", "pooled_blocks"]}`` count.
+        Counts without the block-sparse keys (scores of earlier versions) carry its estimation in ``estimate``."""
+        block_pairs = self.estimate if self.block_pairs is None else self.block_pairs
+        return (self.walked * tiles["walked"] + self.gathered * tiles["gathered"] + self.estimate * tiles["estimate"]
+                + block_pairs * tiles.get("block_pairs", 0.0) + self.pooled_blocks * tiles.get("pooled_blocks", 0.0))
 
     @classmethod
     def parse(cls, text: str) -> TileCosts:
-        """Read ``"walked=0.011,gathered=0.014,estimate=0.009,unit=ms"`` (any subset of the keys).
+        """Read ``"walked=6.1e-6,gathered=6.1e-6,estimate=1.2e-4,block_pairs=1.7e-4,pooled_blocks=7.4e-5,unit=ms"``
+        (any subset of the keys).
 
         Raises:
             ValueError: an unknown key, a malformed item or a bad value.
@@ -67,8 +82,9 @@ class TileCosts:
         values: dict = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, sep, value = item.partition("=")
-            if not sep or key not in ("walked", "gathered", "estimate", "unit"):
-                raise ValueError(f"tile costs must look like 'walked=1,gathered=1.2,estimate=1,unit=tiles', got {item!r}")
+            if not sep or key not in WEIGHTS + ("unit",):
+                raise ValueError(f"tile costs must look like 'walked=1,gathered=1.2,estimate=1,unit=tiles' (keys "
+                                 f"{', '.join(WEIGHTS)}, unit), got {item!r}")
             values[key] = value if key == "unit" else float(value)
         return cls(**values)
 
@@ -145,7 +161,11 @@ def block_sparse_tiles(index: BlockSparseIndex) -> list[dict]:
     """Tiles per head of a ``(1, H, R, K)`` block-sparse index: listed blocks and the pooled estimation."""
     blocks = index.block_count.shape[-1]
     walked = index.block_count[0].sum(dim=-1, dtype=torch.int64)
-    return [{"walked": float(w), "gathered": 0.0, "estimate": blocks * blocks / 8192} for w in walked.tolist()]
+    return [
+        {"walked": float(w), "gathered": 0.0, "estimate": 0.0, "block_pairs": blocks * blocks / 8192,
+         "pooled_blocks": float(blocks)}
+        for w in walked.tolist()
+    ]
 
 
 def kind_rank(pattern) -> int:
