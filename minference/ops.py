@@ -254,7 +254,7 @@ def a_shape_attention(
     Args:
         sink: int ``>= 0`` or one per query head. local: int ``>= 1`` or one per query head.
         gqa_pack: 1 or 2. At 2, the Triton kernel serves two query heads of one K/V head with equal
-            budgets from one program, loading each K/V tile once for all of them (the others run unpacked).
+            budgets from one program, loading each K/V tile once for both (the others run unpacked).
             Shapes whose packed query tile would not fit in shared memory (float32 at head_dim 256) run unpacked.
             The result is the same function; 1 (off) stays the default until a GPU measurement favours packing.
         Other arguments as in :func:`vertical_slash_attention`.

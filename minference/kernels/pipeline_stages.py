@@ -21,12 +21,12 @@ import sys
 
 import torch
 
+from ..patterns.vertical_slash import TILE
 from ._utils import block_head_dim, dot_precision, interpreting, launch_options
 
-TILE = 64
 # pointer arguments and their element types; every other non-constexpr argument is an i32 (or the fp32 scale)
 _POINTERS = {
-    "Out": "*bf16", "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
+    "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
     "BlockOffsets": "*i32", "BlockCount": "*i32", "BlockPresent": "*i8", "Columns": "*i32", "ColumnCount": "*i32",
     "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
 }
@@ -76,7 +76,7 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
             signature[arg] = "constexpr"
         elif arg.startswith("stride_") and arg.endswith("d"):
             signature[arg], constants[arg] = "constexpr", 1
-        elif arg in ("Q", "K", "V") or arg in _POINTERS:
+        elif arg in ("Q", "K", "V", "Out") or arg in _POINTERS:
             signature[arg] = f"*{dtype}" if arg in ("Q", "K", "V", "Out") else _POINTERS[arg]
             divisible.append(position)
         else:
