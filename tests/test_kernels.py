@@ -139,16 +139,19 @@ def test_sparse_attention_mixed_heads_equal_their_masks(shape, data):
     assert_matches_reference(out, q, k, v, mask.to(DEVICE), what=f"mixed {patterns} {shape}")
 
 
+# one test per kernel rather than one for all three: on a GPU each compiles its own shapes, and xdist runs them side
+# by side (together they were the slowest test of the tier, 245 s)
+@pytest.mark.parametrize("kind", ["vertical_slash", "block_sparse", "a_shape"])
 @cases
-@given(shapes())
-def test_full_budgets_equal_dense_attention(shape):
+@given(shape=shapes())
+def test_full_budgets_equal_dense_attention(kind, shape):
     q, k, v = make_inputs(shape)
     n = shape["n"]
     dense = torch.ones(1, 1, n, n, dtype=torch.bool, device=DEVICE)
-    for pattern in (mi.VerticalSlash(vertical=n, slash=n), mi.BlockSparse(top_k=n, block_size=64),
-                    mi.AShape(sink=0, local=n)):
-        out = mi.sparse_attention(q, k, v, pattern, backend="triton", out=poisoned_like(q))
-        assert_matches_reference(out, q, k, v, dense, what=f"full {pattern} {shape}")
+    pattern = {"vertical_slash": mi.VerticalSlash(vertical=n, slash=n),
+               "block_sparse": mi.BlockSparse(top_k=n, block_size=64), "a_shape": mi.AShape(sink=0, local=n)}[kind]
+    out = mi.sparse_attention(q, k, v, pattern, backend="triton", out=poisoned_like(q))
+    assert_matches_reference(out, q, k, v, dense, what=f"full {pattern} {shape}")
 
 
 @cases
@@ -182,9 +185,10 @@ def test_a_batch_of_two_equals_two_calls(shape):
         assert torch.equal(both[b:b + 1], alone)
 
 
+@pytest.mark.parametrize("kind", ["vertical_slash", "block_sparse", "a_shape"])
 @cases
-@given(shapes(), st.data())
-def test_changing_later_keys_never_changes_earlier_rows(shape, data):
+@given(shape=shapes(), data=st.data())
+def test_changing_later_keys_never_changes_earlier_rows(kind, shape, data):
     q, k, v = make_inputs(shape)
     n = shape["n"]
     cut = data.draw(st.integers(0, n - 1))
@@ -195,13 +199,12 @@ def test_changing_later_keys_never_changes_earlier_rows(shape, data):
     k2, v2 = k.clone(), v.clone()
     k2[:, :, cut + 1:] = torch.randn_like(k2[:, :, cut + 1:])
     v2[:, :, cut + 1:] = 100.0
-    runs = [
-        lambda kk, vv: ops.vertical_slash_attention(q, kk, vv, vertical, slash, backend="triton"),
-        lambda kk, vv: ops.block_sparse_attention(q, kk, vv, block_idx, backend="triton"),
-        lambda kk, vv: ops.a_shape_attention(q, kk, vv, 5, 40, backend="triton"),
-    ]
-    for run in runs:
-        assert torch.equal(run(k, v)[:, :, : cut + 1], run(k2, v2)[:, :, : cut + 1])
+    run = {
+        "vertical_slash": lambda kk, vv: ops.vertical_slash_attention(q, kk, vv, vertical, slash, backend="triton"),
+        "block_sparse": lambda kk, vv: ops.block_sparse_attention(q, kk, vv, block_idx, backend="triton"),
+        "a_shape": lambda kk, vv: ops.a_shape_attention(q, kk, vv, 5, 40, backend="triton"),
+    }[kind]
+    assert torch.equal(run(k, v)[:, :, : cut + 1], run(k2, v2)[:, :, : cut + 1])
 
 
 @pytest.mark.parametrize("with_lse", [True, False])
