@@ -76,6 +76,8 @@ def _program_start(Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stri
     i_bh = tl.program_id(1)
     i_b = i_bh // n_sel
     i_s = i_bh % n_sel
+    # Two whole branches rather than shared lines: the unpacked one keeps the op order of the GPU-verified kernels,
+    # so it compiles to the same TTGIR (checked for sm90 when packing was added).
     if PACK == 1:
         i_h = tl.load(HeadMap + i_s)
         i_kv = i_h // group
