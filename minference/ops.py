@@ -108,6 +108,7 @@ def vertical_slash_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
+    rows_per_program: int = 64,
 ):
     """Causal attention over chosen key columns and diagonals (the kernel's tiles, see :func:`vertical_slash_mask`).
 
@@ -121,6 +122,8 @@ def vertical_slash_attention(
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
         validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
         out: optional preallocated ``(B, Hq, N, D)`` output.
+        rows_per_program: 64, or 128 for Triton programs that serve two query blocks (each key tile loaded once for
+            both, 8 warps). The same function; 64 stays the default until a GPU timing favours 128.
 
     Returns:
         ``out`` or ``(out, lse)``.
@@ -131,6 +134,9 @@ def vertical_slash_attention(
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
+    check_positive_int("rows_per_program", rows_per_program)
+    if rows_per_program not in (64, 128):
+        raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, q.device, validate)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, q.device, validate)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
@@ -138,10 +144,11 @@ def vertical_slash_attention(
     out, lse = _outputs(q, out, return_lse)
     all_heads = list(range(heads))
     if backend == "triton":
-        from .kernels.sparse_attention import vertical_slash_forward
+        from .kernels.sparse_attention import vertical_slash_forward, vertical_slash_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        forward = vertical_slash_pair_forward if rows_per_program == 128 else vertical_slash_forward
+        forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
         _torch_forward(q, k, v, all_heads, rows, out, lse, seqlens, sm_scale)

@@ -48,16 +48,21 @@ def test_overrides_build_the_sweep(bench_cli):
             "--no-flex",
             "--a-shape-pack",
             "1,2",
+            "--vertical-slash-rows",
+            "64,128",
         ]
     )
     sweep = bench_cli.build_sweep(args)
     assert [(s.n, s.batch) for s in sweep.shapes] == [(1024, 1), (2048, 1), (1024, 4), (2048, 4)]
     assert [p.name for p in sweep.patterns] == ["a_shape"]
     assert sweep.dense_max_n is None and sweep.flex is False and sweep.a_shape_packs == (1, 2)
+    assert sweep.vertical_slash_rows == (64, 128)
     assert sweep.flex_max_n == 128 * 1024, "options not given keep the sweep's values"
     assert bench_cli.build_sweep(parser.parse_args(["--sweep", "full"])).a_shape_packs == (1,)
     with pytest.raises(ValueError, match="a_shape_packs must list sizes among"):
         bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--a-shape-pack", "3"]))
+    with pytest.raises(ValueError, match="vertical_slash_rows must list 64 and/or 128"):
+        bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--vertical-slash-rows", "256"]))
 
 
 def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
@@ -87,6 +92,8 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
             "0.001",
             "--a-shape-pack",
             "1,2",
+            "--vertical-slash-rows",
+            "64,128",
         ]
     )
     assert code == 0
@@ -97,6 +104,8 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
         ("sdpa", "dense", "–"),
         ("minference", "vertical_slash", "local_heavy"),
         ("minference", "vertical_slash", "measured"),
+        ("minference", "vertical_slash", "local_heavy, rows=128"),
+        ("minference", "vertical_slash", "measured, rows=128"),
         ("minference", "a_shape", "static"),
         ("minference", "a_shape", "static, gqa_pack=2"),
     }

@@ -55,6 +55,37 @@ def test_vertical_slash_kernel_equals_masked_reference(shape, nv, ns):
 
 
 @cases
+@given(shapes(), st.integers(0, 40), st.integers(0, 40), st.data())
+def test_vertical_slash_pair_programs_equal_masked_reference(shape, nv, ns, data):
+    """128-row programs (two query blocks, one union walk with half-row masks) compute the same masked attention,
+    padded rows and lse included."""
+    q, k, v = make_inputs(shape)
+    n, gen = shape["n"], index_generator(shape)
+    vertical = torch.randint(0, n, (shape["batch"], shape["hq"], nv), generator=gen).to(DEVICE)
+    slash = torch.randint(0, n, (shape["batch"], shape["hq"], ns), generator=gen).to(DEVICE)
+    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
+    out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, seqlens=seqlens, backend="triton",
+                                            return_lse=True, out=poisoned_like(q), rows_per_program=128)
+    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
+                             what=f"vertical-slash pairs {seqlens.tolist()} {shape}")
+
+
+@pytest.mark.parametrize("n,slashes,seed", [(300, 1, 0), (300, 2, 1), (520, 1, 2), (520, 3, 3), (455, 2, 4)])
+def test_vertical_slash_pair_programs_on_sparse_diagonals(n, slashes, seed):
+    """Few diagonals over many blocks: most union entries then serve one half only, so the half-row masks decide."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = random_qkv(2, 4, 2, n, 64, torch.float32, seed=seed, layout="bhnd")
+    vertical = torch.randint(0, n, (2, 4, 3), generator=gen).to(DEVICE)
+    slash = torch.randint(65, n, (2, 4, slashes), generator=gen).to(DEVICE)
+    seqlens = torch.tensor([n, n - 70])
+    out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, seqlens=seqlens, backend="triton",
+                                            return_lse=True, out=poisoned_like(q), rows_per_program=128)
+    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE), what=f"pairs n={n} {slash}")
+
+
+@cases
 @given(shapes(), st.sampled_from([16, 32, 64, 128]), st.integers(1, 6))
 def test_block_sparse_kernel_equals_masked_reference(shape, block_size, slots):
     q, k, v = make_inputs(shape)

@@ -81,6 +81,11 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
         type=_arg_type(_sizes),
         help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default 1: unpacked only)",
     )
+    parser.add_argument(
+        "--vertical-slash-rows",
+        type=_arg_type(_sizes),
+        help="rows per vertical-slash program, e.g. 64,128 (default 64)",
+    )
     for name in ("dense", "flex", "random"):
         parser.add_argument(
             f"--{name}-max-n",
@@ -130,6 +135,8 @@ def build_sweep(args):
         changes["flex"] = False
     if args.a_shape_pack:
         changes["a_shape_packs"] = tuple(args.a_shape_pack)
+    if args.vertical_slash_rows:
+        changes["vertical_slash_rows"] = tuple(args.vertical_slash_rows)
     for name in ("dense", "flex", "random"):
         if hasattr(args, f"{name}_max_n"):
             changes[f"{name}_max_n"] = getattr(args, f"{name}_max_n")

@@ -205,8 +205,9 @@ def estimate_call(pattern, inputs: Inputs, n: int) -> Callable[[int], object]:
     return run
 
 
-def _vertical_slash_call(inputs: Inputs, rep: int, vertical_idx, slash_idx):
-    return ops.vertical_slash_attention(*inputs(rep), vertical_idx, slash_idx, validate=False, out=inputs.out)
+def _vertical_slash_call(inputs: Inputs, rep: int, vertical_idx, slash_idx, rows: int = 64):
+    return ops.vertical_slash_attention(*inputs(rep), vertical_idx, slash_idx, validate=False, out=inputs.out,
+                                        rows_per_program=rows)
 
 
 def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int):
@@ -242,8 +243,15 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterato
             )
             index = build_vertical_slash_index(n, vertical_idx, slash_idx)
             density = float(vertical_slash_density(index, n).mean())
-            ours = functools.partial(_vertical_slash_call, vertical_idx=vertical_idx, slash_idx=slash_idx)
-            make_flex = functools.partial(flex_masks.vertical_slash_block_mask, index, n)
+            # density counts the 64-row walk; a 128-row program also computes the masked half of one-half tiles
+            for rows in sweep.vertical_slash_rows:
+                yield (
+                    label if rows == 64 else f"{label}, rows={rows}",
+                    density,
+                    functools.partial(_vertical_slash_call, vertical_idx=vertical_idx, slash_idx=slash_idx, rows=rows),
+                    functools.partial(flex_masks.vertical_slash_block_mask, index, n) if rows == 64 else False,
+                )
+            continue
         else:
             block_idx = block_sparse_indices(
                 name, n, shape.batch, shape.heads, pattern, device=device, stats=stats

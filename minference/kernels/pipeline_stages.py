@@ -29,12 +29,15 @@ _POINTERS = {
     "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
     "BlockOffsets": "*i32", "BlockCount": "*i32", "BlockPresent": "*i8", "Columns": "*i32", "ColumnCount": "*i32",
     "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
+    "UnionOffsets": "*i32", "UnionBits": "*i8", "UnionCount": "*i32",
 }
 _KERNELS = {
     "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
     "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}),
     "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
+    "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}),
 }
+_WARPS = {"vertical_slash_pair": 8}  # what the launchers ask for where it differs from launch_options
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -60,7 +63,7 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
     name, blocks = _KERNELS[kernel]
     fn = getattr(sparse_attention, name)
     options = launch_options(head_dim, _DTYPES[dtype])
-    packed_warps = 4 * pack if pack > 1 else options["num_warps"]
+    packed_warps = 4 * pack if pack > 1 else _WARPS.get(kernel, options["num_warps"])
     options = {"num_warps": num_warps or packed_warps, "num_stages": num_stages or options["num_stages"]}
     if pack > 1:
         blocks = dict(blocks, PACK=pack)

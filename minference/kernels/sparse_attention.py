@@ -32,10 +32,12 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
             stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, KEY_MASK: tl.constexpr = False):
+            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, KEY_MASK: tl.constexpr = False,
+            ROW_MASK: tl.constexpr = False, TILE_MASK: tl.constexpr = False):
     """One key tile of the online softmax. ``MASKED`` tiles apply ``key_ok [BN]`` to the loads and ``valid [BM, BN]``
     to the scores; tiles strictly below the diagonal and inside the sequence skip both (most of the work).
-    ``KEY_MASK`` tiles (gathered columns, all addresses valid) load unmasked and drop the keys outside ``key_ok``."""
+    Tiles whose every address is valid load unmasked and may still drop scores: ``KEY_MASK`` keeps the keys in
+    ``key_ok [BN]``, ``ROW_MASK`` the rows in ``valid [BM]``, ``TILE_MASK`` the pairs in ``valid [BM, BN]``."""
     p_k = k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd
     p_v = v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd
     if MASKED:
@@ -53,6 +55,10 @@ def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
         b_s = tl.where(valid, b_s, float("-inf"))
     elif KEY_MASK:
         b_s = tl.where(key_ok[None, :], b_s, float("-inf"))
+    elif ROW_MASK:
+        b_s = tl.where(valid[:, None], b_s, float("-inf"))
+    elif TILE_MASK:
+        b_s = tl.where(valid, b_s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(b_s, 1))
     # a row with nothing valid yet keeps m = -inf; shift by 0 so exp2 gives 0 instead of NaN
     m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -182,6 +188,86 @@ def _vertical_slash_kernel(
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, key_ok, o_d, m_d,
                                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
                                 KEY_MASK=True)
+    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
+
+
+@triton.jit
+def _vertical_slash_pair_kernel(
+    Q, K, V, Out, Lse, HeadMap, Seqlens,
+    UnionOffsets, UnionBits, UnionCount, BlockPresent, Columns, ColumnCount,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_heads, n_sel, n_ctx, n_blocks, n_union, n_pairs, n_columns, group, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    """Vertical-slash over two 64-row query blocks (``2j``: lower rows, ``2j + 1``: upper rows) per program, so each
+    key tile is loaded once for 128 rows. The head's offsets ``P`` are the same for every query block, so the pair
+    walks key blocks ``2j + 1 - u`` for ``u`` in one sorted union ``P | (P + 1)`` (``UnionOffsets``), whose bits say
+    which half uses the tile (1: upper, ``u`` in ``P``; 2: lower, ``u - 1`` in ``P``). ``u = 0`` and ``u = 1`` come
+    first and hold the two diagonal tiles; every later tile needs only a row-half mask."""
+    i_j = tl.program_id(0)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
+        Q, K, V, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
+    acc = tl.zeros([2 * BLOCK_N, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([2 * BLOCK_N], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([2 * BLOCK_N], dtype=tl.float32)
+    upper = tl.arange(0, 2 * BLOCK_N) >= BLOCK_N
+
+    head_row = i_b.to(tl.int64) * n_sel + i_s
+    live = i_j * 2 * BLOCK_N < seqlen
+    top = 2 * i_j + 1  # the upper query block; key block top - u
+    p_union = UnionOffsets + head_row * n_union
+    p_bits = UnionBits + head_row * n_union
+    n_walk = tl.where(live, tl.load(UnionCount + head_row * n_pairs + i_j), 0)
+    # u = 0, 1: the two diagonal tiles (causal, inside the sequence, and the half that uses them)
+    for t in range(0, tl.minimum(n_walk, 2)):
+        u = tl.load(p_union + t)
+        bits = tl.load(p_bits + t)
+        o_key = (top - u) * BLOCK_N + o_n
+        key_ok = o_key < seqlen
+        row_ok = tl.where(upper, (bits & 1) != 0, (bits & 2) != 0)
+        valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+    # the rest lie strictly below both query blocks; offsets and bits are loaded one iteration ahead, as in
+    # _vertical_slash_kernel, so the pipeliner keeps all its K/V stages
+    next_u = tl.load(p_union + tl.minimum(2, n_union - 1))
+    next_bits = tl.load(p_bits + tl.minimum(2, n_union - 1))
+    for t in range(2, n_walk):
+        u = next_u
+        bits = next_bits
+        next_u = tl.load(p_union + tl.minimum(t + 1, n_union - 1))
+        next_bits = tl.load(p_bits + tl.minimum(t + 1, n_union - 1))
+        o_key = (top - u) * BLOCK_N + o_n
+        row_ok = tl.where(upper, (bits & 1) != 0, (bits & 2) != 0)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, row_ok, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+                                ROW_MASK=True)
+
+    # gathered columns left of the upper block: the upper half takes those its walk misses; the lower half those
+    # left of its own block that its walk misses (a column in the lower block lies in the lower half's diagonal tile)
+    # columns left of the upper block; without an upper block (odd block count), those left of the lower one
+    n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + tl.minimum(top, n_blocks - 1)), 0)
+    p_columns = Columns + head_row * n_columns
+    p_present = BlockPresent + head_row * n_blocks
+    next_key = tl.load(p_columns + o_n, mask=o_n < n_cols, other=0)
+    for c in range(0, n_cols, BLOCK_N):
+        o_key = next_key
+        m_c = c + o_n < n_cols
+        next_key = tl.load(p_columns + c + BLOCK_N + o_n, mask=c + BLOCK_N + o_n < n_cols, other=0)
+        key_block = o_key // BLOCK_N
+        ok_upper = m_c & (tl.load(p_present + tl.minimum(top - key_block, n_blocks - 1), mask=m_c, other=1) == 0)
+        ok_lower = (m_c & (key_block < top - 1)
+                    & (tl.load(p_present + tl.minimum(top - 1 - key_block, n_blocks - 1), mask=m_c, other=1) == 0))
+        valid = tl.where(upper[:, None], ok_upper[None, :], ok_lower[None, :])
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, m_c, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+                                TILE_MASK=True)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -329,6 +415,45 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
         index.block_offsets, index.block_count, index.block_present, index.columns, index.column_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, index.columns.shape[-1], group, scale,
         BLOCK_M=TILE, BLOCK_N=TILE, **meta,
+    )
+
+
+def pair_walk(index: VerticalSlashIndex, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`_vertical_slash_pair_kernel` walks, from a vertical-slash index: per head the sorted union
+    ``u in P | (P + 1)`` of block-diagonal offsets (``(B, H, R + 1)`` int32, padded with ``R + 1``), its bits
+    (int8: 1 = the upper block of a pair walks ``u``, 2 = the lower block walks it) and per pair of query blocks the
+    number of union entries with ``u <= 2j + 1`` (``(B, H, ceil(R / 2))`` int32). Torch ops, no host sync."""
+    present = index.block_present.bool()
+    blocks = present.shape[-1]
+    upper = torch.nn.functional.pad(present, (0, 1))
+    lower = torch.nn.functional.pad(present, (1, 0))
+    union = upper | lower
+    ids = torch.arange(blocks + 1, device=present.device)
+    offsets = torch.where(union, ids, blocks + 1).sort(dim=-1).values
+    bits = (upper.to(torch.int8) + 2 * lower.to(torch.int8)).gather(-1, offsets.clamp_max(blocks))
+    tops = (2 * torch.arange(triton.cdiv(blocks, 2), device=present.device) + 1).clamp_max(blocks)
+    count = union.cumsum(dim=-1, dtype=torch.int32).index_select(-1, tops)
+    return offsets.to(torch.int32).contiguous(), bits.contiguous(), count.contiguous()
+
+
+def vertical_slash_pair_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tensor, out: torch.Tensor,
+                                lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
+                                sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
+    """:func:`vertical_slash_forward` with 128-row programs (two query blocks each, 8 warps): the same output,
+    each key tile loaded once for both blocks."""
+    batch, n_heads, n_ctx, head_dim = q.shape
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
+    if "num_warps" in meta and "num_warps" not in (launch or {}):
+        meta["num_warps"] = 8
+    union_offsets, union_bits, union_count = pair_walk(index, n_ctx)
+    n_blocks = index.block_count.shape[-1]
+    grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
+    _vertical_slash_pair_kernel[grid](
+        q, k, v, out, lse_arg, heads, seqlens,
+        union_offsets, union_bits, union_count, index.block_present, index.columns, index.column_count,
+        *strides, n_heads, heads.numel(), n_ctx, n_blocks, union_offsets.shape[-1], union_count.shape[-1],
+        index.columns.shape[-1], group, scale,
+        BLOCK_N=TILE, **meta,
     )
 
 
