@@ -134,9 +134,7 @@ def vertical_slash_attention(
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
-    check_positive_int("rows_per_program", rows_per_program)
-    if rows_per_program not in (64, 128):
-        raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
+    _check_rows_per_program(rows_per_program)
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, q.device, validate)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, q.device, validate)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
@@ -166,6 +164,12 @@ def vertical_slash_mask(
     return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens)
 
 
+def _check_rows_per_program(rows_per_program: int) -> None:
+    check_positive_int("rows_per_program", rows_per_program)
+    if rows_per_program not in (64, 128):
+        raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
+
+
 def _check_block_size(block_size: int) -> None:
     check_positive_int("block_size", block_size)
     if block_size not in BLOCK_SIZES:
@@ -185,6 +189,7 @@ def block_sparse_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
+    rows_per_program: int = 64,
 ):
     """Causal attention over chosen key blocks (see :func:`block_sparse_mask`).
 
@@ -192,11 +197,16 @@ def block_sparse_attention(
         block_idx: ``(B, Hq, ceil(N / block_size), K)`` key-block ids per query block in ``[-1, R)``; ``-1`` marks
             an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
         block_size: tokens per block, one of 16, 32, 64, 128.
+        rows_per_program: 64, or 128 (``block_size`` 64 only) for Triton programs that serve two query blocks
+            through the union of their lists. The same function; 64 stays the default until a GPU timing favours 128.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     _check_block_size(block_size)
+    _check_rows_per_program(rows_per_program)
+    if rows_per_program == 128 and block_size != 64:
+        raise ValueError(f"rows_per_program=128 needs block_size 64, got block_size {block_size}")
     batch, heads, n, _ = q.shape
     blocks = -(-n // block_size)
     check_index("block_idx", block_idx.flatten(2, 3) if block_idx.dim() == 4 else block_idx,
@@ -207,10 +217,13 @@ def block_sparse_attention(
     index = build_block_sparse_index(block_idx)
     out, lse = _outputs(q, out, return_lse)
     if backend == "triton":
-        from .kernels.sparse_attention import block_sparse_forward
+        from .kernels.sparse_attention import block_sparse_forward, block_sparse_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
+        if rows_per_program == 128:
+            block_sparse_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        else:
+            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: block_sparse_index_mask_rows(index, n, block_size, start, end)  # noqa: E731
         _torch_forward(q, k, v, range(heads), rows, out, lse, seqlens, sm_scale)

@@ -48,7 +48,7 @@ def test_overrides_build_the_sweep(bench_cli):
             "--no-flex",
             "--a-shape-pack",
             "1,2",
-            "--vertical-slash-rows",
+            "--rows-per-program",
             "64,128",
         ]
     )
@@ -56,13 +56,13 @@ def test_overrides_build_the_sweep(bench_cli):
     assert [(s.n, s.batch) for s in sweep.shapes] == [(1024, 1), (2048, 1), (1024, 4), (2048, 4)]
     assert [p.name for p in sweep.patterns] == ["a_shape"]
     assert sweep.dense_max_n is None and sweep.flex is False and sweep.a_shape_packs == (1, 2)
-    assert sweep.vertical_slash_rows == (64, 128)
+    assert sweep.rows_per_program == (64, 128)
     assert sweep.flex_max_n == 128 * 1024, "options not given keep the sweep's values"
     assert bench_cli.build_sweep(parser.parse_args(["--sweep", "full"])).a_shape_packs == (1,)
     with pytest.raises(ValueError, match="a_shape_packs must list sizes among"):
         bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--a-shape-pack", "3"]))
-    with pytest.raises(ValueError, match="vertical_slash_rows must list 64 and/or 128"):
-        bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--vertical-slash-rows", "256"]))
+    with pytest.raises(ValueError, match="rows_per_program must list 64 and/or 128"):
+        bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--rows-per-program", "256"]))
 
 
 def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
@@ -78,7 +78,7 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
             "--out",
             str(tmp_path),
             "--patterns",
-            "vertical_slash,a_shape",
+            "vertical_slash,block_sparse,a_shape",
             "--index-sets",
             "local_heavy,measured",
             "--no-progress",
@@ -92,7 +92,7 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
             "0.001",
             "--a-shape-pack",
             "1,2",
-            "--vertical-slash-rows",
+            "--rows-per-program",
             "64,128",
         ]
     )
@@ -106,6 +106,10 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
         ("minference", "vertical_slash", "measured"),
         ("minference", "vertical_slash", "local_heavy, rows=128"),
         ("minference", "vertical_slash", "measured, rows=128"),
+        ("minference", "block_sparse", "local_heavy"),
+        ("minference", "block_sparse", "measured"),
+        ("minference", "block_sparse", "local_heavy, rows=128"),
+        ("minference", "block_sparse", "measured, rows=128"),
         ("minference", "a_shape", "static"),
         ("minference", "a_shape", "static, gqa_pack=2"),
     }

@@ -99,6 +99,42 @@ def test_block_sparse_kernel_equals_masked_reference(shape, block_size, slots):
 
 
 @cases
+@given(shapes(), st.integers(1, 6), st.data())
+def test_block_sparse_pair_programs_equal_masked_reference(shape, slots, data):
+    """128-row programs (two 64-token query blocks, one union of their lists with half-row masks) compute the same
+    masked attention, padded rows and lse included."""
+    q, k, v = make_inputs(shape)
+    n, gen = shape["n"], index_generator(shape)
+    blocks = -(-n // 64)
+    block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
+    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
+    out, lse = ops.block_sparse_attention(q, k, v, block_idx, 64, seqlens=seqlens, backend="triton", return_lse=True,
+                                          out=poisoned_like(q), rows_per_program=128)
+    mask = ops.block_sparse_mask(n, block_idx, 64, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
+                             what=f"block-sparse pairs {seqlens.tolist()} {shape}")
+
+
+@pytest.mark.parametrize("n,seed", [(300, 0), (520, 1), (455, 2), (640, 3)])
+def test_block_sparse_pair_programs_on_disjoint_lists(n, seed):
+    """Neighbouring query blocks that list different blocks: most union entries serve one half only."""
+    q, k, v = random_qkv(2, 4, 2, n, 64, torch.float32, seed=seed, layout="bhnd")
+    blocks = -(-n // 64)
+    gen = torch.Generator().manual_seed(seed)
+    block_idx = torch.randint(-1, blocks, (2, 4, blocks, 2), generator=gen)
+    # odd query blocks list odd key blocks and even ones even key blocks, so a pair's lists never share a block
+    odd = (block_idx[:, :, 1::2] // 2 * 2 + 1).clamp_max(blocks - 1 - (blocks % 2 == 1))
+    block_idx[:, :, 1::2] = torch.where(block_idx[:, :, 1::2] >= 0, odd, -1)
+    block_idx[:, :, 0::2] = torch.where(block_idx[:, :, 0::2] >= 0, block_idx[:, :, 0::2] // 2 * 2, -1)
+    block_idx = block_idx.to(DEVICE)
+    seqlens = torch.tensor([n, n - 70])
+    out, lse = ops.block_sparse_attention(q, k, v, block_idx, 64, seqlens=seqlens, backend="triton", return_lse=True,
+                                          out=poisoned_like(q), rows_per_program=128)
+    mask = ops.block_sparse_mask(n, block_idx, 64, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE), what=f"disjoint n={n}")
+
+
+@cases
 @given(shapes(), st.data())
 def test_a_shape_kernel_equals_masked_reference(shape, data):
     q, k, v = make_inputs(shape)

@@ -82,9 +82,9 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
         help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default 1: unpacked only)",
     )
     parser.add_argument(
-        "--vertical-slash-rows",
+        "--rows-per-program",
         type=_arg_type(_sizes),
-        help="rows per vertical-slash program, e.g. 64,128 (default 64)",
+        help="rows per vertical-slash / block-sparse program, e.g. 64,128 (default 64)",
     )
     for name in ("dense", "flex", "random"):
         parser.add_argument(
@@ -135,8 +135,8 @@ def build_sweep(args):
         changes["flex"] = False
     if args.a_shape_pack:
         changes["a_shape_packs"] = tuple(args.a_shape_pack)
-    if args.vertical_slash_rows:
-        changes["vertical_slash_rows"] = tuple(args.vertical_slash_rows)
+    if args.rows_per_program:
+        changes["rows_per_program"] = tuple(args.rows_per_program)
     for name in ("dense", "flex", "random"):
         if hasattr(args, f"{name}_max_n"):
             changes[f"{name}_max_n"] = getattr(args, f"{name}_max_n")

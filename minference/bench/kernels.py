@@ -210,8 +210,9 @@ def _vertical_slash_call(inputs: Inputs, rep: int, vertical_idx, slash_idx, rows
                                         rows_per_program=rows)
 
 
-def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int):
-    return ops.block_sparse_attention(*inputs(rep), block_idx, block_size, validate=False, out=inputs.out)
+def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int, rows: int = 64):
+    return ops.block_sparse_attention(*inputs(rep), block_idx, block_size, validate=False, out=inputs.out,
+                                      rows_per_program=rows)
 
 
 def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int, pack: int = 1):
@@ -244,23 +245,28 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterato
             index = build_vertical_slash_index(n, vertical_idx, slash_idx)
             density = float(vertical_slash_density(index, n).mean())
             # density counts the 64-row walk; a 128-row program also computes the masked half of one-half tiles
-            for rows in sweep.vertical_slash_rows:
+            for rows in sweep.rows_per_program:
                 yield (
                     label if rows == 64 else f"{label}, rows={rows}",
                     density,
                     functools.partial(_vertical_slash_call, vertical_idx=vertical_idx, slash_idx=slash_idx, rows=rows),
                     functools.partial(flex_masks.vertical_slash_block_mask, index, n) if rows == 64 else False,
                 )
-            continue
         else:
             block_idx = block_sparse_indices(
                 name, n, shape.batch, shape.heads, pattern, device=device, stats=stats
             )
             index = build_block_sparse_index(block_idx)
             density = float(block_sparse_density(index, n, pattern.block_size).mean())
-            ours = functools.partial(_block_sparse_call, block_idx=block_idx, block_size=pattern.block_size)
-            make_flex = functools.partial(flex_masks.block_sparse_block_mask, index, n, pattern.block_size)
-        yield label, density, ours, make_flex
+            for rows in sweep.rows_per_program if pattern.block_size == 64 else (64,):
+                yield (
+                    label if rows == 64 else f"{label}, rows={rows}",
+                    density,
+                    functools.partial(_block_sparse_call, block_idx=block_idx, block_size=pattern.block_size,
+                                      rows=rows),
+                    functools.partial(flex_masks.block_sparse_block_mask, index, n, pattern.block_size)
+                    if rows == 64 else False,
+                )
 
 
 def _required_bytes(shape: Shape, copies: int, element_size: int) -> int:

@@ -77,7 +77,8 @@ class Sweep:
         random_max_n: above this N the ``random`` set is skipped (it is nearly dense, so as slow as dense).
         a_shape_packs: GQA pack sizes to time the A-shape kernel with (1 = unpacked; 2 adds a row whose programs
             serve two query heads of one K/V head, index set ``static, gqa_pack=2``).
-        vertical_slash_rows: rows per vertical-slash program to time (64; 128 adds rows labelled ``..., rows=128``).
+        rows_per_program: rows per vertical-slash and block-sparse program to time (64; 128 adds rows labelled
+            ``..., rows=128``; block-sparse only with 64-token blocks).
     """
 
     name: str
@@ -89,7 +90,7 @@ class Sweep:
     flex_max_n: Optional[int] = None
     random_max_n: Optional[int] = None
     a_shape_packs: tuple[int, ...] = (1,)
-    vertical_slash_rows: tuple[int, ...] = (64,)
+    rows_per_program: tuple[int, ...] = (64,)
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -97,8 +98,8 @@ class Sweep:
             raise ValueError("shapes must list at least one Shape")
         if not self.a_shape_packs or any(p not in PACKS for p in self.a_shape_packs):
             raise ValueError(f"a_shape_packs must list sizes among {PACKS}, got {self.a_shape_packs}")
-        if not self.vertical_slash_rows or any(r not in (64, 128) for r in self.vertical_slash_rows):
-            raise ValueError(f"vertical_slash_rows must list 64 and/or 128, got {self.vertical_slash_rows}")
+        if not self.rows_per_program or any(r not in (64, 128) for r in self.rows_per_program):
+            raise ValueError(f"rows_per_program must list 64 and/or 128, got {self.rows_per_program}")
         unknown = [s for s in self.index_sets if s not in INDEX_SETS]
         if unknown:
             raise ValueError(f"index_sets must be among {INDEX_SETS}, got {unknown}")

@@ -29,15 +29,16 @@ _POINTERS = {
     "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
     "BlockOffsets": "*i32", "BlockCount": "*i32", "BlockPresent": "*i8", "Columns": "*i32", "ColumnCount": "*i32",
     "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
-    "UnionOffsets": "*i32", "UnionBits": "*i8", "UnionCount": "*i32",
+    "UnionOffsets": "*i32", "UnionBits": "*i8", "UnionCount": "*i32", "UnionBlocks": "*i32",
 }
 _KERNELS = {
     "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
     "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}),
     "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
     "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}),
+    "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}),
 }
-_WARPS = {"vertical_slash_pair": 8}  # what the launchers ask for where it differs from launch_options
+_WARPS = {"vertical_slash_pair": 8, "block_sparse_pair": 8}  # what the launchers ask for where it differs from launch_options
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -193,6 +193,21 @@ def _vertical_slash_kernel(
 
 
 @triton.jit
+def _pair_state(BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Empty online-softmax state for a program over two query blocks, and which of its rows are the upper block."""
+    acc = tl.zeros([2 * BLOCK_N, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([2 * BLOCK_N], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([2 * BLOCK_N], dtype=tl.float32)
+    return acc, m_i, l_i, tl.arange(0, 2 * BLOCK_N) >= BLOCK_N
+
+
+@triton.jit
+def _half_rows(upper, bits):
+    """Rows that use a union entry: the upper block's if bit 1 is set, the lower block's if bit 2 is."""
+    return tl.where(upper, (bits & 1) != 0, (bits & 2) != 0)
+
+
+@triton.jit
 def _vertical_slash_pair_kernel(
     Q, K, V, Out, Lse, HeadMap, Seqlens,
     UnionOffsets, UnionBits, UnionCount, BlockPresent, Columns, ColumnCount,
@@ -213,10 +228,7 @@ def _vertical_slash_pair_kernel(
     i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
         Q, K, V, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
         stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
-    acc = tl.zeros([2 * BLOCK_N, BLOCK_D], dtype=tl.float32)
-    m_i = tl.full([2 * BLOCK_N], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([2 * BLOCK_N], dtype=tl.float32)
-    upper = tl.arange(0, 2 * BLOCK_N) >= BLOCK_N
+    acc, m_i, l_i, upper = _pair_state(BLOCK_N, BLOCK_D)
 
     head_row = i_b.to(tl.int64) * n_sel + i_s
     live = i_j * 2 * BLOCK_N < seqlen
@@ -230,7 +242,7 @@ def _vertical_slash_pair_kernel(
         bits = tl.load(p_bits + t)
         o_key = (top - u) * BLOCK_N + o_n
         key_ok = o_key < seqlen
-        row_ok = tl.where(upper, (bits & 1) != 0, (bits & 2) != 0)
+        row_ok = _half_rows(upper, bits)
         valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
                                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
@@ -244,7 +256,7 @@ def _vertical_slash_pair_kernel(
         next_u = tl.load(p_union + tl.minimum(t + 1, n_union - 1))
         next_bits = tl.load(p_bits + tl.minimum(t + 1, n_union - 1))
         o_key = (top - u) * BLOCK_N + o_n
-        row_ok = tl.where(upper, (bits & 1) != 0, (bits & 2) != 0)
+        row_ok = _half_rows(upper, bits)
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, row_ok, o_d, m_d,
                                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
                                 ROW_MASK=True)
@@ -315,6 +327,58 @@ def _block_sparse_kernel(
             valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
             acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
                                     stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
+           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
+
+
+@triton.jit
+def _block_sparse_pair_kernel(
+    Q, K, V, Out, Lse, HeadMap, Seqlens, UnionBlocks, UnionBits, UnionCount,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_heads, n_sel, n_ctx, n_blocks, n_pairs, n_slots, group, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    """Block-sparse (64-token blocks) over two query blocks per program (``2j``: lower rows, ``2j + 1``: upper
+    rows): one ascending union of their key-block lists, bits saying which half lists each block (1: upper,
+    2: lower). The union ends with the two diagonal blocks ``2j`` and ``2j + 1`` (just ``2j`` when there is no
+    upper block); only those need the full mask, every earlier tile a row-half mask."""
+    i_j = tl.program_id(0)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
+        Q, K, V, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
+    acc, m_i, l_i, upper = _pair_state(BLOCK_N, BLOCK_D)
+
+    row = (i_b.to(tl.int64) * n_sel + i_s) * n_pairs + i_j
+    p_blocks = UnionBlocks + row * n_slots
+    p_bits = UnionBits + row * n_slots
+    n_walk = tl.where(i_j * 2 * BLOCK_N < seqlen, tl.load(UnionCount + row), 0)
+    n_diagonal = tl.where(2 * i_j + 1 < n_blocks, 2, 1)
+    # key blocks left of both query blocks: loaded one iteration ahead (see _vertical_slash_kernel)
+    next_block = tl.load(p_blocks)
+    next_bits = tl.load(p_bits)
+    for t in range(0, n_walk - n_diagonal):
+        key_block = next_block
+        bits = next_bits
+        next_block = tl.load(p_blocks + tl.minimum(t + 1, n_slots - 1))
+        next_bits = tl.load(p_bits + tl.minimum(t + 1, n_slots - 1))
+        o_key = key_block * BLOCK_N + o_n
+        row_ok = _half_rows(upper, bits)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, row_ok, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+                                ROW_MASK=True)
+    for t in range(tl.maximum(n_walk - n_diagonal, 0), n_walk):
+        key_block = tl.load(p_blocks + t)
+        bits = tl.load(p_bits + t)
+        o_key = key_block * BLOCK_N + o_n
+        key_ok = o_key < seqlen
+        row_ok = _half_rows(upper, bits)
+        valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -470,6 +534,50 @@ def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, head
         q, k, v, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, n_slots, group, scale,
         BLOCK_SIZE=block_size, BLOCK_M=tile, BLOCK_N=tile, **meta,
+    )
+
+
+def pair_lists(index: BlockSparseIndex) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`_block_sparse_pair_kernel` walks: per pair of 64-token query blocks the ascending union of their
+    key-block lists (``(B, H, ceil(R / 2), 2 K')`` int32, padded with ``R``), its bits (int8: 1 = the upper block
+    lists it, 2 = the lower one) and its length. Torch ops, no host sync."""
+    blocks = index.blocks.long()
+    batch, heads, n_blocks, slots = blocks.shape
+    walked = torch.arange(slots, device=blocks.device) < index.block_count.unsqueeze(-1)
+    blocks = torch.where(walked, blocks, n_blocks)
+    if n_blocks % 2:  # no upper block for the last pair
+        blocks = torch.nn.functional.pad(blocks, (0, 0, 0, 1), value=n_blocks)
+    lower, upper = blocks[:, :, 0::2], blocks[:, :, 1::2]
+    ids = torch.cat([upper, lower], dim=-1)
+    bits = torch.cat([torch.ones_like(upper, dtype=torch.int8), torch.full_like(lower, 2, dtype=torch.int8)], -1)
+    ids, order = ids.sort(dim=-1, stable=True)
+    bits = bits.gather(-1, order)
+    # a block both lists: its second copy gives its bit to the first and leaves the list
+    repeated = torch.zeros_like(ids, dtype=torch.bool)
+    repeated[..., 1:] = (ids[..., 1:] == ids[..., :-1]) & (ids[..., 1:] < n_blocks)
+    bits[..., :-1] |= torch.where(repeated[..., 1:], bits[..., 1:], 0)
+    ids = torch.where(repeated, n_blocks, ids)
+    ids, order = ids.sort(dim=-1, stable=True)
+    bits = bits.gather(-1, order)
+    count = (ids < n_blocks).sum(dim=-1, dtype=torch.int32)
+    return ids.to(torch.int32).contiguous(), bits.contiguous(), count.contiguous()
+
+
+def block_sparse_pair_forward(q, k, v, index: BlockSparseIndex, heads: torch.Tensor, out: torch.Tensor,
+                              lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
+                              sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
+    """:func:`block_sparse_forward` for 64-token blocks with 128-row programs (two query blocks each, 8 warps)."""
+    batch, n_heads, n_ctx, head_dim = q.shape
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
+    if "num_warps" in meta and "num_warps" not in (launch or {}):
+        meta["num_warps"] = 8
+    union_blocks, union_bits, union_count = pair_lists(index)
+    n_pairs, n_slots = union_blocks.shape[-2:]
+    grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
+    _block_sparse_pair_kernel[grid](
+        q, k, v, out, lse_arg, heads, seqlens, union_blocks, union_bits, union_count,
+        *strides, n_heads, heads.numel(), n_ctx, index.blocks.shape[-2], n_pairs, n_slots, group, scale,
+        BLOCK_N=TILE, **meta,
     )
 
 
