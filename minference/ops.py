@@ -245,13 +245,13 @@ def block_sparse_mask(
     return block_sparse_pattern.mask(n, block_idx, block_size, seqlens=seqlens)
 
 
-def _per_head_budget(name: str, value, heads: int, minimum: int, device) -> torch.Tensor:
+def _per_head_values(name: str, value, heads: int, minimum: int) -> list:
     values = [value] * heads if isinstance(value, int) and not isinstance(value, bool) else list(value)
     if len(values) != heads:
         raise ValueError(f"{name} must be an int or one value per query head ({heads}), got {len(values)} values")
     for item in values:
         check_positive_int(name, item, minimum)
-    return device_tensor(values, device)
+    return [int(item) for item in values]
 
 
 def a_shape_attention(
@@ -282,34 +282,31 @@ def a_shape_attention(
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
-    sinks = _per_head_budget("sink", sink, heads, 0, q.device)
-    locals_ = _per_head_budget("local", local, heads, 1, q.device)
+    sinks = _per_head_values("sink", sink, heads, 0)
+    locals_ = [min(w, n) for w in _per_head_values("local", local, heads, 1)]
     check_pack(gqa_pack)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     out, lse = _outputs(q, out, return_lse)
+    unpacked = list(range(heads))
     if backend == "triton" and gqa_pack > 1 and pack_fits(gqa_pack, q.shape[-1], q.element_size()):
-        host_sinks = [sink] * heads if isinstance(sink, int) else [int(s) for s in sink]
-        host_locals = [min(local, n)] * heads if isinstance(local, int) else [min(int(w), n) for w in local]
-        _a_shape_packed(q, k, v, host_sinks, host_locals, gqa_pack, out, lse, seqlens, sm_scale)
-    else:
-        _a_shape_heads(q, k, v, list(range(heads)), sinks, locals_, out, lse, seqlens, sm_scale, backend)
+        unpacked, sinks, locals_ = _a_shape_packed(q, k, v, sinks, locals_, gqa_pack, out, lse, seqlens, sm_scale)
+    if unpacked:
+        _a_shape_heads(q, k, v, unpacked, device_tensor(sinks, q.device), device_tensor(locals_, q.device),
+                       out, lse, seqlens, sm_scale, backend)
     return _result(out, lse, return_lse)
 
 
-def _a_shape_packed(q, k, v, sinks: list, locals_: list, pack: int, out, lse, seqlens, sm_scale) -> None:
-    """Every query head through the Triton kernel: packs of ``pack`` heads where K/V head and budget allow, the
-    rest one per program."""
+def _a_shape_packed(q, k, v, sinks: list, locals_: list, pack: int, out, lse, seqlens, sm_scale) -> tuple:
+    """Run the query heads that form packs of ``pack`` (same K/V head and budget) through the packed kernel; return
+    the heads left over with their budgets, for the unpacked launch."""
     from .kernels.sparse_attention import a_shape_forward
 
-    heads = list(range(q.shape[1]))
-    plan = plan_packs(heads, sinks, locals_, q.shape[1] // k.shape[1], pack)
+    plan = plan_packs(list(range(q.shape[1])), sinks, locals_, q.shape[1] // k.shape[1], pack)
     if plan.packed_heads:
         a_shape_forward(q, k, v, device_tensor(plan.sinks, q.device), device_tensor(plan.locals, q.device),
                         device_tensor(plan.packed_heads, q.device), out, lse, seqlens, sm_scale, pack=pack)
-    if plan.single_heads:
-        a_shape_forward(q, k, v, device_tensor([sinks[h] for h in plan.single_heads], q.device),
-                        device_tensor([locals_[h] for h in plan.single_heads], q.device),
-                        device_tensor(plan.single_heads, q.device), out, lse, seqlens, sm_scale)
+    rest = plan.single_heads
+    return rest, [sinks[h] for h in rest], [locals_[h] for h in rest]
 
 
 def _a_shape_heads(q, k, v, heads, sinks, locals_, out, lse, seqlens, sm_scale, backend) -> None:
@@ -335,8 +332,8 @@ def a_shape_mask(
     """The exact ``(batch, H, n, n)`` boolean mask of :func:`a_shape_attention`; ``H`` = 1 for int budgets."""
     check_positive_int("n", n)
     heads = 1 if isinstance(sink, int) and isinstance(local, int) else len(sink if not isinstance(sink, int) else local)
-    _per_head_budget("sink", sink, heads, 0, "cpu")
-    _per_head_budget("local", local, heads, 1, "cpu")
+    _per_head_values("sink", sink, heads, 0)
+    _per_head_values("local", local, heads, 1)
     return a_shape_pattern.mask(n, sink, local, batch=batch, seqlens=seqlens)
 
 

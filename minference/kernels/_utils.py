@@ -21,14 +21,16 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def launch_options(head_dim: int, dtype: torch.dtype) -> dict:
-    """Warps and pipeline depth for 64x64 tiles. One configuration under the interpreter (autotune cannot run there).
+def launch_options(head_dim: int, dtype: torch.dtype, rows: int = 64) -> dict:
+    """Warps and pipeline depth for programs of ``rows`` query rows over 64-key tiles. One configuration under the
+    interpreter (autotune cannot run there).
 
-    Measured on an H200 (docs/benchmarks.md): 4 warps with 3 stages beat 2 stages by 9 % and 8 warps by 2x for
-    bf16 at head_dim 128. Rows wider than 256 bytes (bf16 head_dim 256, fp32 head_dim >= 128) get one stage, so the
-    K and V tiles fit in shared memory.
+    Measured on an H200 (docs/benchmarks.md): for 64-row programs, 4 warps with 3 stages beat 2 stages by 9 % and
+    8 warps by 2x for bf16 at head_dim 128. Each 64 rows get one warpgroup (4 warps), so 128-row programs (GQA
+    packs, query-block pairs) get 8. Rows wider than 256 bytes (bf16 head_dim 256, fp32 head_dim >= 128) get one
+    stage, so the K and V tiles fit in shared memory.
     """
     if interpreting():
         return {}
     row_bytes = head_dim * torch.empty((), dtype=dtype).element_size()
-    return {"num_warps": 4, "num_stages": 1 if row_bytes > 256 else 3}
+    return {"num_warps": 4 * rows // 64, "num_stages": 1 if row_bytes > 256 else 3}

@@ -31,14 +31,14 @@ _POINTERS = {
     "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
     "UnionOffsets": "*i32", "UnionBits": "*i8", "UnionCount": "*i32", "UnionBlocks": "*i32",
 }
+# kernel name, its block constants, and the query rows of one program (what the launcher sizes warps by)
 _KERNELS = {
-    "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
-    "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}),
-    "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}),
-    "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}),
-    "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}),
+    "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
+    "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
+    "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
+    "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
+    "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
 }
-_WARPS = {"vertical_slash_pair": 8, "block_sparse_pair": 8}  # what the launchers ask for where it differs from launch_options
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -61,11 +61,10 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
 
     from . import sparse_attention
 
-    name, blocks = _KERNELS[kernel]
+    name, blocks, rows = _KERNELS[kernel]
     fn = getattr(sparse_attention, name)
-    options = launch_options(head_dim, _DTYPES[dtype])
-    packed_warps = 4 * pack if pack > 1 else _WARPS.get(kernel, options["num_warps"])
-    options = {"num_warps": num_warps or packed_warps, "num_stages": num_stages or options["num_stages"]}
+    options = launch_options(head_dim, _DTYPES[dtype], rows * pack)
+    options = {"num_warps": num_warps or options["num_warps"], "num_stages": num_stages or options["num_stages"]}
     if pack > 1:
         blocks = dict(blocks, PACK=pack)
     constants = dict(blocks, HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), STORE_LSE=False,

@@ -451,14 +451,15 @@ def _a_shape_kernel(
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE, PACK)
 
 
-def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch):
-    """What every launch shares: lengths, strides, compile-time constants, GQA group size and the log2 scale."""
+def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch, rows: int = TILE):
+    """What every launch shares: lengths, strides, compile-time constants (warps for ``rows`` query rows per
+    program), GQA group size and the log2 scale."""
     batch, n_heads, n_ctx, head_dim = q.shape
     if seqlens is None:
         seqlens = torch.full((batch,), n_ctx, dtype=torch.int32, device=q.device)
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), PRECISION=dot_precision(q.dtype),
                 EVEN_D=head_dim == block_head_dim(head_dim), STORE_LSE=lse is not None,
-                **{**launch_options(head_dim, q.dtype), **(launch or {})})
+                **{**launch_options(head_dim, q.dtype, rows), **(launch or {})})
     strides = [*q.stride(), *k.stride(), *v.stride(), *out.stride()]
     scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
     lse_arg = lse if lse is not None else out  # never written when STORE_LSE is off
@@ -482,7 +483,7 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
     )
 
 
-def pair_walk(index: VerticalSlashIndex, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pair_walk(index: VerticalSlashIndex) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What :func:`_vertical_slash_pair_kernel` walks, from a vertical-slash index: per head the sorted union
     ``u in P | (P + 1)`` of block-diagonal offsets (``(B, H, R + 1)`` int32, padded with ``R + 1``), its bits
     (int8: 1 = the upper block of a pair walks ``u``, 2 = the lower block walks it) and per pair of query blocks the
@@ -506,10 +507,9 @@ def vertical_slash_pair_forward(q, k, v, index: VerticalSlashIndex, heads: torch
     """:func:`vertical_slash_forward` with 128-row programs (two query blocks each, 8 warps): the same output,
     each key tile loaded once for both blocks."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
-    if "num_warps" in meta and "num_warps" not in (launch or {}):
-        meta["num_warps"] = 8
-    union_offsets, union_bits, union_count = pair_walk(index, n_ctx)
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                  2 * TILE)
+    union_offsets, union_bits, union_count = pair_walk(index)
     n_blocks = index.block_count.shape[-1]
     grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
     _vertical_slash_pair_kernel[grid](
@@ -568,9 +568,8 @@ def block_sparse_pair_forward(q, k, v, index: BlockSparseIndex, heads: torch.Ten
                               sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """:func:`block_sparse_forward` for 64-token blocks with 128-row programs (two query blocks each, 8 warps)."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
-    if "num_warps" in meta and "num_warps" not in (launch or {}):
-        meta["num_warps"] = 8
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                  2 * TILE)
     union_blocks, union_bits, union_count = pair_lists(index)
     n_pairs, n_slots = union_blocks.shape[-2:]
     grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
@@ -591,9 +590,8 @@ def a_shape_forward(q, k, v, sink: torch.Tensor, local: torch.Tensor, heads: tor
     tiles once for the whole pack, on ``4 * pack`` warps unless ``launch`` says otherwise.
     """
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
-    if pack > 1 and "num_warps" in meta and "num_warps" not in (launch or {}):
-        meta["num_warps"] = 4 * pack
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                  pack * TILE)
     n_programs = heads.numel() // pack
     grid = (triton.cdiv(n_ctx, TILE), batch * n_programs)
     _a_shape_kernel[grid](
