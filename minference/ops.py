@@ -23,7 +23,7 @@ from .index import (
     vertical_slash_index_mask_rows,
 )
 from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
-from .kernels.gqa_pack import check_pack, pack_fits, plan_packs
+from .kernels.gqa_pack import check_pack, default_pack, pack_fits, plan_packs
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
 from .patterns import a_shape as a_shape_pattern
 from .patterns import block_sparse as block_sparse_pattern
@@ -123,7 +123,9 @@ def vertical_slash_attention(
         validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
         out: optional preallocated ``(B, Hq, N, D)`` output.
         rows_per_program: 64, or 128 for Triton programs that serve two query blocks (each key tile loaded once for
-            both, 8 warps). The same function; 64 stays the default until a GPU timing favours 128.
+            both, 8 warps). The same function. 64 is the default: 128 measured slower on an H200
+            (docs/benchmarks.md). Shapes whose 128-row query tile would not fit in shared memory (float32 at
+            head_dim 256) run 64-row programs.
 
     Returns:
         ``out`` or ``(out, lse)``.
@@ -145,7 +147,8 @@ def vertical_slash_attention(
         from .kernels.sparse_attention import vertical_slash_forward, vertical_slash_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        forward = vertical_slash_pair_forward if rows_per_program == 128 else vertical_slash_forward
+        paired = rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
+        forward = vertical_slash_pair_forward if paired else vertical_slash_forward
         forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
@@ -198,7 +201,8 @@ def block_sparse_attention(
             an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
         block_size: tokens per block, one of 16, 32, 64, 128.
         rows_per_program: 64, or 128 (``block_size`` 64 only) for Triton programs that serve two query blocks
-            through the union of their lists. The same function; 64 stays the default until a GPU timing favours 128.
+            through the union of their lists. The same function; 64 is the default (128 measured slower on an H200),
+            and float32 at head_dim 256 always runs 64-row programs (shared memory).
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
@@ -220,7 +224,7 @@ def block_sparse_attention(
         from .kernels.sparse_attention import block_sparse_forward, block_sparse_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        if rows_per_program == 128:
+        if rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size()):
             block_sparse_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
         else:
             block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
@@ -267,16 +271,17 @@ def a_shape_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    gqa_pack: int = 1,
+    gqa_pack: Optional[int] = None,
 ):
     """Causal attention over the first ``sink`` keys and the ``local`` nearest keys (see :func:`a_shape_mask`).
 
     Args:
         sink: int ``>= 0`` or one per query head. local: int ``>= 1`` or one per query head.
-        gqa_pack: 1 or 2. At 2, the Triton kernel serves two query heads of one K/V head with equal
-            budgets from one program, loading each K/V tile once for both (the others run unpacked).
-            Shapes whose packed query tile would not fit in shared memory (float32 at head_dim 256) run unpacked.
-            The result is the same function; 1 (off) stays the default until a GPU measurement favours packing.
+        gqa_pack: 1 or 2, or ``None`` (default) for :func:`~minference.kernels.gqa_pack.default_pack` (2 above
+            head_dim 64, where it measured 1.06-1.65x faster on an H200; 1 at 64, where it measured slower). At 2,
+            the Triton kernel serves two query heads of one K/V head with equal budgets from one program, loading
+            each K/V tile once for both (the others run unpacked). Shapes whose packed query tile would not fit in
+            shared memory (float32 at head_dim 256) run unpacked. Either way the result is the same function.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
@@ -284,39 +289,34 @@ def a_shape_attention(
     batch, heads, n, _ = q.shape
     sinks = _per_head_values("sink", sink, heads, 0)
     locals_ = [min(w, n) for w in _per_head_values("local", local, heads, 1)]
-    check_pack(gqa_pack)
+    gqa_pack = default_pack(q.shape[-1]) if gqa_pack is None else check_pack(gqa_pack)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     out, lse = _outputs(q, out, return_lse)
-    unpacked = list(range(heads))
-    if backend == "triton" and gqa_pack > 1 and pack_fits(gqa_pack, q.shape[-1], q.element_size()):
-        unpacked, sinks, locals_ = _a_shape_packed(q, k, v, sinks, locals_, gqa_pack, out, lse, seqlens, sm_scale)
-    if unpacked:
-        _a_shape_heads(q, k, v, unpacked, device_tensor(sinks, q.device), device_tensor(locals_, q.device),
-                       out, lse, seqlens, sm_scale, backend)
+    _a_shape_heads(q, k, v, list(range(heads)), sinks, locals_, out, lse, seqlens, sm_scale, backend, gqa_pack)
     return _result(out, lse, return_lse)
 
 
-def _a_shape_packed(q, k, v, sinks: list, locals_: list, pack: int, out, lse, seqlens, sm_scale) -> tuple:
-    """Run the query heads that form packs of ``pack`` (same K/V head and budget) through the packed kernel; return
-    the heads left over with their budgets, for the unpacked launch."""
-    from .kernels.sparse_attention import a_shape_forward
-
-    plan = plan_packs(list(range(q.shape[1])), sinks, locals_, q.shape[1] // k.shape[1], pack)
-    if plan.packed_heads:
-        a_shape_forward(q, k, v, device_tensor(plan.sinks, q.device), device_tensor(plan.locals, q.device),
-                        device_tensor(plan.packed_heads, q.device), out, lse, seqlens, sm_scale, pack=pack)
-    rest = plan.single_heads
-    return rest, [sinks[h] for h in rest], [locals_[h] for h in rest]
-
-
-def _a_shape_heads(q, k, v, heads, sinks, locals_, out, lse, seqlens, sm_scale, backend) -> None:
+def _a_shape_heads(q, k, v, heads: list, sinks: list, locals_: list, out, lse, seqlens, sm_scale, backend,
+                   pack: int) -> None:
+    """Write query heads ``heads`` with budgets ``sinks[i]``, ``locals_[i] <= N``. On Triton, heads that form packs
+    of ``pack`` (same K/V head and budget) run through the packed kernel where it fits, the rest one per program."""
     n = q.shape[2]
     if backend == "triton":
         from .kernels.sparse_attention import a_shape_forward
 
-        head_map = device_tensor(heads, q.device)
-        a_shape_forward(q, k, v, sinks, locals_.clamp_max(n), head_map, out, lse, seqlens, sm_scale)
+        if pack > 1 and pack_fits(pack, q.shape[-1], q.element_size()):
+            plan = plan_packs(heads, sinks, locals_, q.shape[1] // k.shape[1], pack)
+            if plan.packed_heads:
+                a_shape_forward(q, k, v, device_tensor(plan.sinks, q.device), device_tensor(plan.locals, q.device),
+                                device_tensor(plan.packed_heads, q.device), out, lse, seqlens, sm_scale, pack=pack)
+            budget = dict(zip(heads, zip(sinks, locals_)))
+            heads = plan.single_heads
+            sinks, locals_ = [budget[h][0] for h in heads], [budget[h][1] for h in heads]
+        if heads:
+            a_shape_forward(q, k, v, device_tensor(sinks, q.device), device_tensor(locals_, q.device),
+                            device_tensor(heads, q.device), out, lse, seqlens, sm_scale)
     else:
+        sinks, locals_ = device_tensor(sinks, q.device), device_tensor(locals_, q.device)
         rows = lambda start, end: a_shape_index_mask_rows(sinks, locals_, n, start, end)  # noqa: E731
         _torch_forward(q, k, v, heads, rows, out, lse, seqlens, sm_scale)
 
@@ -501,10 +501,6 @@ def sparse_attention(
     if window_heads:
         sinks = [per_head[h].sink if isinstance(per_head[h], AShape) else 0 for h in window_heads]
         windows = [per_head[h].local if isinstance(per_head[h], AShape) else n for h in window_heads]
-        _a_shape_heads(
-            q, k, v, window_heads,
-            device_tensor(sinks, q.device),
-            device_tensor(windows, q.device).clamp_max(n),
-            out, lse, seqlens, sm_scale, backend,
-        )
+        _a_shape_heads(q, k, v, window_heads, sinks, [min(w, n) for w in windows], out, lse, seqlens, sm_scale,
+                       backend, default_pack(q.shape[-1]))
     return _result(out, lse, return_lse)

@@ -1,6 +1,8 @@
 """Online estimation finds planted structure, always keeps sinks and the local window, and respects budgets."""
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minference as mi
 from minference.patterns import block_sparse, vertical_slash
@@ -104,3 +106,20 @@ def test_block_sparse_estimate_of_any_head_list_equals_one_head_at_a_time():
         alone = block_sparse.estimate(q, k, [pattern], [head])
         assert torch.equal(together[:, i : i + 1, :, : alone.shape[-1]], alone)
         assert torch.all(together[:, i : i + 1, :, alone.shape[-1] :] == -1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 2), st.integers(1, 6), st.integers(1, 40), st.booleans(), st.data())
+def test_diagonal_sums_equal_their_definition(batch, heads, rows, n, padded, data):
+    """The strided-view diagonal sums equal the sum along each diagonal written out term by term (float64)."""
+    lengths = [data.draw(st.integers(1, n)) if padded else n for _ in range(batch)]
+    probs = torch.rand(batch, heads, rows, n, dtype=torch.float64)
+    expected = torch.zeros(batch, heads, n, dtype=torch.float64)
+    for b, length in enumerate(lengths):
+        for r in range(rows):
+            for o in range(n):
+                column = length - rows + r - o
+                if column >= 0:
+                    expected[b, :, o] += probs[b, :, r, column]
+    got = vertical_slash.diagonal_sums(probs, torch.tensor(lengths) if padded else None)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -4,8 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minference as mi
 from minference import ops
-from minference.kernels.gqa_pack import PACKS, check_pack, pack_fits, plan_packs
+from minference.kernels.gqa_pack import PACKS, check_pack, default_pack, pack_fits, plan_packs
 
 
 def test_heads_pack_by_kv_head_and_budget_in_the_order_given():
@@ -61,3 +62,40 @@ def test_packs_whose_query_tile_would_not_fit_run_unpacked():
     assert pack_fits(2, 128, 2) and pack_fits(2, 256, 2) and pack_fits(2, 128, 4) and pack_fits(2, 80, 4)
     assert not pack_fits(2, 256, 4)  # 128 KiB of float32 queries, plus K/V: more than an SM holds
     assert pack_fits(1, 256, 4)
+
+
+@pytest.mark.parametrize("head_dim, paired", [(128, True), (256, False)])
+def test_128_row_programs_fall_back_to_64_rows_where_their_query_tile_would_not_fit(monkeypatch, head_dim, paired):
+    """float32 at head_dim 256 needs 256 KiB of shared memory in a 128-row program (an sm90 SM holds 227 KiB), so
+    ``rows_per_program=128`` runs the 64-row kernels there instead of failing to launch."""
+    from minference.kernels import sparse_attention as kernels
+
+    launched = []
+    for name in ("vertical_slash_forward", "vertical_slash_pair_forward", "block_sparse_forward",
+                 "block_sparse_pair_forward"):
+        monkeypatch.setattr(kernels, name, lambda *args, name=name, **kw: launched.append(name))
+    q = torch.randn(1, 2, 128, head_dim)
+    ops.vertical_slash_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, 1, dtype=torch.long),
+                                 torch.zeros(1, 2, 1, dtype=torch.long), backend="triton", rows_per_program=128)
+    ops.block_sparse_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, 2, 1, dtype=torch.long), 64,
+                               backend="triton", rows_per_program=128)
+    expected = ["vertical_slash_pair_forward", "block_sparse_pair_forward"] if paired else \
+        ["vertical_slash_forward", "block_sparse_forward"]
+    assert launched == expected
+
+
+@pytest.mark.parametrize("head_dim, pack", [(64, 1), (96, 2), (128, 2)])
+def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch, head_dim, pack):
+    """``gqa_pack=None`` (a_shape_attention) and sparse_attention's window heads use ``default_pack(head_dim)``."""
+    from minference.kernels import sparse_attention as kernels
+
+    assert default_pack(head_dim) == pack
+    packs = []
+    monkeypatch.setattr(kernels, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
+    q = torch.randn(1, 4, 64, head_dim)
+    ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton")
+    ops.sparse_attention(q, q[:, :2], q[:, :2], [mi.AShape(0, 16)] * 2 + [mi.Dense()] * 2, backend="triton")
+    assert packs == [pack, pack]
+    packs.clear()
+    ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton", gqa_pack=1)
+    assert packs == [1]

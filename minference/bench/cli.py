@@ -79,7 +79,7 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--a-shape-pack",
         type=_arg_type(_sizes),
-        help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default 1: unpacked only)",
+        help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default: the library's choice for the head dim; 1 = unpacked)",
     )
     parser.add_argument(
         "--rows-per-program",

@@ -215,7 +215,7 @@ def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int, row
                                       rows_per_program=rows)
 
 
-def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int, pack: int = 1):
+def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int, pack: Optional[int] = None):
     return ops.a_shape_attention(*inputs(rep), sink, local, validate=False, out=inputs.out, gqa_pack=pack)
 
 
@@ -225,12 +225,12 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterato
     n = shape.n
     if isinstance(pattern, AShape):
         sink, local = pattern.sink, min(pattern.local, n)
-        for pack in sweep.a_shape_packs:
+        for i, pack in enumerate(sweep.a_shape_packs):
             yield (
-                "static" if pack == 1 else f"static, gqa_pack={pack}",
+                "static" if pack is None else f"static, gqa_pack={pack}",
                 a_shape_density(n, sink, local),
                 functools.partial(_a_shape_call, sink=sink, local=local, pack=pack),
-                functools.partial(flex_masks.a_shape_block_mask, n, sink, local, device) if pack == 1 else False,
+                functools.partial(flex_masks.a_shape_block_mask, n, sink, local, device) if i == 0 else False,
             )
         return
     for name in sweep.index_sets:

@@ -75,8 +75,8 @@ class Sweep:
             measured N of the same batch (rows say ``extrapolated``); ``None`` runs them everywhere.
         flex_max_n: above this N FlexAttention is skipped (its block mask is built densely, ``O((N/128)^2)``).
         random_max_n: above this N the ``random`` set is skipped (it is nearly dense, so as slow as dense).
-        a_shape_packs: GQA pack sizes to time the A-shape kernel with (1 = unpacked; 2 adds a row whose programs
-            serve two query heads of one K/V head, index set ``static, gqa_pack=2``).
+        a_shape_packs: GQA pack sizes to time the A-shape kernel with: ``None`` (default) the library's choice for
+            the head dim (rows labelled ``static``), 1 or 2 that size (``static, gqa_pack=P``; 1 = unpacked).
         rows_per_program: rows per vertical-slash and block-sparse program to time (64; 128 adds rows labelled
             ``..., rows=128``; block-sparse only with 64-token blocks).
     """
@@ -89,14 +89,14 @@ class Sweep:
     dense_max_n: Optional[int] = None
     flex_max_n: Optional[int] = None
     random_max_n: Optional[int] = None
-    a_shape_packs: tuple[int, ...] = (1,)
+    a_shape_packs: tuple[Optional[int], ...] = (None,)
     rows_per_program: tuple[int, ...] = (64,)
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
         if not self.shapes:
             raise ValueError("shapes must list at least one Shape")
-        if not self.a_shape_packs or any(p not in PACKS for p in self.a_shape_packs):
+        if not self.a_shape_packs or any(p is not None and p not in PACKS for p in self.a_shape_packs):
             raise ValueError(f"a_shape_packs must list sizes among {PACKS}, got {self.a_shape_packs}")
         if not self.rows_per_program or any(r not in (64, 128) for r in self.rows_per_program):
             raise ValueError(f"rows_per_program must list 64 and/or 128, got {self.rows_per_program}")

@@ -25,6 +25,14 @@ def pack_fits(pack: int, head_dim: int, element_size: int) -> bool:
     return pack * 64 * padded * element_size <= PACKED_QUERY_BYTES
 
 
+def default_pack(head_dim: int) -> int:
+    """The pack size ops use unless told otherwise. Measured on an H200 (bf16, A-shape at 32K and 128K, same-call
+    ratios in docs/benchmarks.md), two heads per program against one: 1.65x faster at head_dim 256, 1.06-1.11x at
+    128, 1.06-1.08x at 96, but 0.81-0.86x at 64, where a 64-row program is already short of work per K/V load and
+    halving the number of programs costs more than the shared load saves. So: 2 above head_dim 64, else 1."""
+    return 2 if head_dim > 64 else 1
+
+
 class PackPlan(NamedTuple):
     packed_heads: list[int]  # pack-major: heads of pack 0, then pack 1, ...
     sinks: list[int]  # one per pack
