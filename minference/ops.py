@@ -147,8 +147,7 @@ def vertical_slash_attention(
         from .kernels.sparse_attention import vertical_slash_forward, vertical_slash_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        paired = rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
-        forward = vertical_slash_pair_forward if paired else vertical_slash_forward
+        forward = vertical_slash_pair_forward if _pair_programs(rows_per_program, q) else vertical_slash_forward
         forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
@@ -171,6 +170,12 @@ def _check_rows_per_program(rows_per_program: int) -> None:
     check_positive_int("rows_per_program", rows_per_program)
     if rows_per_program not in (64, 128):
         raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
+
+
+def _pair_programs(rows_per_program: int, q: torch.Tensor) -> bool:
+    """Whether to launch 128-row programs: asked for, and their query tile (two 64-row blocks, the size of a pack of
+    two heads) fits in shared memory."""
+    return rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
 
 
 def _check_block_size(block_size: int) -> None:
@@ -224,7 +229,7 @@ def block_sparse_attention(
         from .kernels.sparse_attention import block_sparse_forward, block_sparse_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        if rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size()):
+        if _pair_programs(rows_per_program, q):
             block_sparse_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
         else:
             block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
