@@ -141,7 +141,10 @@ def _vertical_slash_kernel(
     n_heads, n_sel, n_ctx, n_blocks, n_columns, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    OFFSETS_AHEAD: tl.constexpr = True, COLUMNS_AHEAD: tl.constexpr = True, MASKED_COLUMNS: tl.constexpr = False,
 ):
+    """The defaults are the measured choice; the other loop orders (``tools/vs_loop_variants.py``) compute the same
+    function and stay switchable because which is fastest depends on N and the index set (docs/benchmarks.md)."""
     i_m = tl.program_id(0)
     i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
         Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
@@ -157,10 +160,14 @@ def _vertical_slash_kernel(
     # Each offset is loaded one iteration ahead: a K/V address that depends on a load in the same iteration costs
     # the software pipeliner a stage, leaving two buffers and a full drain per tile instead of three and overlap.
     p_offsets = BlockOffsets + head_row * n_blocks
-    next_offset = tl.load(p_offsets + tl.minimum(1, n_blocks - 1))
+    if OFFSETS_AHEAD:
+        next_offset = tl.load(p_offsets + tl.minimum(1, n_blocks - 1))
     for t in range(1, n_walk):
-        offset = next_offset
-        next_offset = tl.load(p_offsets + tl.minimum(t + 1, n_blocks - 1))
+        if OFFSETS_AHEAD:
+            offset = next_offset
+            next_offset = tl.load(p_offsets + tl.minimum(t + 1, n_blocks - 1))
+        else:
+            offset = tl.load(p_offsets + t)
         o_key = (i_m - offset) * BLOCK_N + o_n
         acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
                                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
@@ -176,18 +183,31 @@ def _vertical_slash_kernel(
     n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + i_m), 0)
     p_columns = Columns + head_row * n_columns
     p_present = BlockPresent + head_row * n_blocks + i_m
-    next_key = tl.load(p_columns + o_n, mask=o_n < n_cols, other=0)
-    next_ok = (o_n < n_cols) & (tl.load(p_present - next_key // BLOCK_N, mask=o_n < n_cols, other=1) == 0)
+    if COLUMNS_AHEAD:
+        next_key = tl.load(p_columns + o_n, mask=o_n < n_cols, other=0)
+        next_ok = (o_n < n_cols) & (tl.load(p_present - next_key // BLOCK_N, mask=o_n < n_cols, other=1) == 0)
     for c in range(0, n_cols, BLOCK_N):
-        o_key = next_key
-        key_ok = next_ok
-        m_next = c + BLOCK_N + o_n < n_cols
-        next_key = tl.load(p_columns + c + BLOCK_N + o_n, mask=m_next, other=0)
-        next_ok = m_next & (tl.load(p_present - next_key // BLOCK_N, mask=m_next, other=1) == 0)
-        # lanes past the list read key 0 and walked columns their own row: every address is inside the sequence
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, key_ok, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
-                                KEY_MASK=True)
+        if COLUMNS_AHEAD:
+            o_key = next_key
+            key_ok = next_ok
+            m_next = c + BLOCK_N + o_n < n_cols
+            next_key = tl.load(p_columns + c + BLOCK_N + o_n, mask=m_next, other=0)
+            next_ok = m_next & (tl.load(p_present - next_key // BLOCK_N, mask=m_next, other=1) == 0)
+        else:
+            o_c = c + o_n
+            m_c = o_c < n_cols
+            o_key = tl.load(p_columns + o_c, mask=m_c, other=0)
+            walked = tl.load(p_present - o_key // BLOCK_N, mask=m_c, other=1)
+            key_ok = m_c & (walked == 0)
+        if MASKED_COLUMNS:
+            valid = key_ok[None, :] & (o_m[:, None] >= 0)
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
+                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        else:
+            # lanes past the list read key 0 and walked columns their own row: every address is inside the sequence
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, key_ok, o_d, m_d,
+                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+                                    KEY_MASK=True)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -470,7 +490,8 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
                            lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
                            sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """Write heads ``heads (Hs,)`` of ``out (B, Hq, N, D)`` (and ``lse (B, Hq, N)``) from a vertical-slash index
-    built for those heads. Inputs are assumed checked; ``launch`` overrides ``num_warps``/``num_stages``."""
+    built for those heads. Inputs are assumed checked; ``launch`` overrides ``num_warps``/``num_stages`` and the
+    kernel's loop-order switches (``OFFSETS_AHEAD``, ``COLUMNS_AHEAD``, ``MASKED_COLUMNS``)."""
     batch, n_heads, n_ctx, head_dim = q.shape
     seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
     n_blocks = index.block_count.shape[-1]
