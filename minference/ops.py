@@ -283,10 +283,11 @@ def a_shape_attention(
     Args:
         sink: int ``>= 0`` or one per query head. local: int ``>= 1`` or one per query head.
         gqa_pack: 1 or 2, or ``None`` (default) for :func:`~minference.kernels.gqa_pack.default_pack` (2 above
-            head_dim 64, where it measured 1.06-1.65x faster on an H200; 1 at 64, where it measured slower). At 2,
-            the Triton kernel serves two query heads of one K/V head with equal budgets from one program, loading
-            each K/V tile once for both (the others run unpacked). Shapes whose packed query tile would not fit in
-            shared memory (float32 at head_dim 256) run unpacked. Either way the result is the same function.
+            head_dim 64 in float16/bfloat16, where it measured 1.06-1.65x faster on an H200; 1 at 64, where it
+            measured slower, and for float32). At 2, the Triton kernel serves two query heads of one K/V head with
+            equal budgets from one program, loading each K/V tile once for both (the others run unpacked). Shapes
+            whose packed query tile would not fit in shared memory (float32 at head_dim 256) run unpacked. Either
+            way the result is the same function.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
@@ -294,7 +295,7 @@ def a_shape_attention(
     batch, heads, n, _ = q.shape
     sinks = _per_head_values("sink", sink, heads, 0)
     locals_ = [min(w, n) for w in _per_head_values("local", local, heads, 1)]
-    gqa_pack = default_pack(q.shape[-1]) if gqa_pack is None else check_pack(gqa_pack)
+    gqa_pack = default_pack(q.shape[-1], q.dtype) if gqa_pack is None else check_pack(gqa_pack)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     out, lse = _outputs(q, out, return_lse)
     _a_shape_heads(q, k, v, list(range(heads)), sinks, locals_, out, lse, seqlens, sm_scale, backend, gqa_pack)
@@ -380,6 +381,35 @@ def _dense_into(q, k, v, sm_scale, out):
     return out.copy_(dense)
 
 
+def _dense_heads_through_sdpa(q, k, v, heads: list, out, sm_scale) -> None:
+    """Write query heads ``heads`` of ``out`` with exact causal attention through SDPA's default dispatch, which
+    reads GQA K/V heads without copies (``enable_gqa``). One call when every K/V head serves the same number of the
+    listed heads, else one call per K/V head on a view of its K/V; only the listed query heads are copied."""
+    group = q.shape[1] // k.shape[1]
+    by_kv: dict[int, list] = {}
+    for head in heads:
+        by_kv.setdefault(head // group, []).append(head)
+    if len(by_kv) == k.shape[1] and len({len(members) for members in by_kv.values()}) == 1:
+        # query head i of the selection reads K/V head i // (heads per K/V head): list them K/V head by K/V head
+        calls = [([head for kv in sorted(by_kv) for head in by_kv[kv]], slice(None))]
+    else:
+        calls = [(members, slice(kv, kv + 1)) for kv, members in by_kv.items()]
+    for members, kv in calls:
+        index = device_tensor(members, q.device, torch.int64)
+        dense = F.scaled_dot_product_attention(q.index_select(1, index), k[:, kv], v[:, kv], is_causal=True,
+                                               scale=sm_scale, enable_gqa=True)
+        out.index_copy_(1, index, dense)
+
+
+def _dense_heads_to_sdpa(q, per_head: list, sdpa_can_stand_in: bool, backend: str) -> bool:
+    """Whether the Dense heads of a mixed list run through SDPA rather than the window kernel at ``local = N``.
+    Measured on an H200 (bf16, 32 query / 8 K/V heads, docs/benchmarks.md): SDPA's default dispatch with
+    ``enable_gqa`` (cuDNN there) is 1.25x faster than the packed window kernel at 128K and 1.29x at 32K. Only
+    where SDPA computes the same output: no ``seqlens``, no lse; float32 keeps the kernel's exact products."""
+    return (sdpa_can_stand_in and backend == "triton" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+            and any(isinstance(p, Dense) for p in per_head))
+
+
 def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes: dict) -> torch.Tensor:
     """Tiles the launches would execute, summed over batch and heads, in units of 64 x 64 tiles (a 0-d tensor on
     the index's device; A-shape and dense heads are counted on the host, exactly as their kernel walks them)."""
@@ -419,7 +449,8 @@ def sparse_attention(
     """MInference prefill attention: each query head runs its own pattern, with indices estimated from this input.
 
     Heads are grouped by pattern type and each group is one launch (block-sparse heads also by block size);
-    dense heads join the A-shape launch with a window covering everything. Estimation and index building run on
+    dense heads run through SDPA on CUDA half-precision inputs where it can stand in (no ``seqlens``, no lse),
+    otherwise they join the A-shape launch with a window covering everything. Estimation and index building run on
     the inputs' device without host synchronisation (``validate=False``), unless ``dense_above`` is given.
 
     Args:
@@ -454,7 +485,9 @@ def sparse_attention(
         return _dense_into(q, k, v, sm_scale, None)
 
     vertical_slash_heads = [h for h, p in enumerate(per_head) if isinstance(p, VerticalSlash)]
-    window_heads = [h for h, p in enumerate(per_head) if isinstance(p, (AShape, Dense))]
+    dense_to_sdpa = _dense_heads_to_sdpa(q, per_head, sdpa_can_stand_in, backend)
+    window_types = AShape if dense_to_sdpa else (AShape, Dense)
+    window_heads = [h for h, p in enumerate(per_head) if isinstance(p, window_types)]
     block_sizes = sorted({p.block_size for p in per_head if isinstance(p, BlockSparse)})
     block_groups = {
         size: [h for h, p in enumerate(per_head) if isinstance(p, BlockSparse) and p.block_size == size]
@@ -503,9 +536,11 @@ def sparse_attention(
             )
             _torch_forward(q, k, v, group, rows, out, lse, seqlens, sm_scale)
 
+    if dense_to_sdpa:
+        _dense_heads_through_sdpa(q, k, v, [h for h, p in enumerate(per_head) if isinstance(p, Dense)], out, sm_scale)
     if window_heads:
         sinks = [per_head[h].sink if isinstance(per_head[h], AShape) else 0 for h in window_heads]
         windows = [per_head[h].local if isinstance(per_head[h], AShape) else n for h in window_heads]
         _a_shape_heads(q, k, v, window_heads, sinks, [min(w, n) for w in windows], out, lse, seqlens, sm_scale,
-                       backend, default_pack(q.shape[-1]))
+                       backend, default_pack(q.shape[-1], q.dtype))
     return _result(out, lse, return_lse)

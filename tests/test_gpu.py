@@ -1,6 +1,7 @@
 """GPU tier: long contexts in bf16, determinism, int64 offsets, no host synchronisation on the hot path."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 import minference as mi
 from helpers import random_qkv
@@ -49,6 +50,21 @@ def test_long_context_a_shape_and_block_sparse_in_bf16_match_the_reference(n):
     index = mi.index.build_block_sparse_index(block_idx)
     b_rows = lambda a, b: mi.index.block_sparse_index_mask_rows(index, n, 64, a, b)  # noqa: E731
     check_rows(out, q, k, v, b_rows, (n - 512, n), f"block-sparse N={n}")
+
+
+def test_dense_heads_of_a_mixed_list_run_through_sdpa():
+    """Without lse, Dense heads are SDPA's own output (one call: every K/V head serves two of them); with lse they
+    run through the window kernel, within twice SDPA's own bf16 error of the float32 truth."""
+    q, k, v = random_qkv(1, 8, 2, 4096, 128, torch.bfloat16, seed=8)
+    patterns = [mi.VerticalSlash(500, 1000), mi.Dense(), mi.AShape(64, 1024), mi.Dense()] * 2
+    dense = [1, 3, 5, 7]
+    sdpa = F.scaled_dot_product_attention(q[:, dense], k, v, is_causal=True, enable_gqa=True)
+    assert torch.equal(mi.sparse_attention(q, k, v, patterns)[:, dense], sdpa)
+    kernel, _ = mi.sparse_attention(q, k, v, patterns, return_lse=True)
+    truth = F.scaled_dot_product_attention(q[:, dense].float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
+    sdpa_err = (sdpa.float() - truth).abs().max().item()
+    floor = 2 * (truth.to(q.dtype).float() - truth).abs().max().item()
+    assert (kernel[:, dense].float() - truth).abs().max().item() <= 2 * sdpa_err + floor
 
 
 def test_repeated_runs_are_bit_identical():

@@ -84,15 +84,18 @@ def test_128_row_programs_fall_back_to_64_rows_where_their_query_tile_would_not_
     assert launched == expected
 
 
-@pytest.mark.parametrize("head_dim, pack", [(64, 1), (96, 2), (128, 2)])
-def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch, head_dim, pack):
-    """``gqa_pack=None`` (a_shape_attention) and sparse_attention's window heads use ``default_pack(head_dim)``."""
+@pytest.mark.parametrize("head_dim, dtype, pack", [(64, torch.float16, 1), (96, torch.float16, 2),
+                                                   (128, torch.float16, 2), (128, torch.float32, 1)])
+def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch, head_dim, dtype, pack):
+    """``gqa_pack=None`` (a_shape_attention) and sparse_attention's window heads use ``default_pack``; bfloat16
+    follows float16 (``HALF_DTYPES``) but cannot run under the interpreter."""
+    assert default_pack(head_dim, torch.bfloat16) == default_pack(head_dim, torch.float16)
     from minference.kernels import sparse_attention as kernels
 
-    assert default_pack(head_dim) == pack
+    assert default_pack(head_dim, dtype) == pack
     packs = []
     monkeypatch.setattr(kernels, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
-    q = torch.randn(1, 4, 64, head_dim)
+    q = torch.randn(1, 4, 64, head_dim).to(dtype)
     ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton")
     ops.sparse_attention(q, q[:, :2], q[:, :2], [mi.AShape(0, 16)] * 2 + [mi.Dense()] * 2, backend="triton")
     assert packs == [pack, pack]

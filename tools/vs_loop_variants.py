@@ -50,7 +50,7 @@ def run_case(n: int, name: str, stats, dev) -> list:
     index = build_vertical_slash_index(n, vi, si)
     heads = torch.arange(32, device=dev, dtype=torch.int32)
     reference, rows = None, []
-    reps = 3 if n >= 1 << 20 else 10
+    reps = 3 if n >= 1 << 19 else 10
     for label, flags in VARIANTS.items():
         out = torch.full_like(q, float("nan"))
         timing = time_ms(lambda: launch(q, k, v, index, heads, out, *flags), reps)

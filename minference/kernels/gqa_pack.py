@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import torch
+
 PACKS = (1, 2)
 """Supported pack sizes. Two heads make a 128-row program on 8 warps (two warpgroups, one K/V tile load). Compiled
 for sm90 (triton 3.9, bf16, head_dim 128) it holds 210 registers per thread and 128 KiB of shared memory. Four heads
@@ -25,12 +27,17 @@ def pack_fits(pack: int, head_dim: int, element_size: int) -> bool:
     return pack * 64 * padded * element_size <= PACKED_QUERY_BYTES
 
 
-def default_pack(head_dim: int) -> int:
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def default_pack(head_dim: int, dtype: torch.dtype) -> int:
     """The pack size ops use unless told otherwise. Measured on an H200 (bf16, A-shape at 32K and 128K, same-call
     ratios in docs/benchmarks.md), two heads per program against one: 1.65x faster at head_dim 256, 1.06-1.11x at
     128, 1.06-1.08x at 96, but 0.81-0.86x at 64, where a 64-row program is already short of work per K/V load and
-    halving the number of programs costs more than the shared load saves. So: 2 above head_dim 64, else 1."""
-    return 2 if head_dim > 64 else 1
+    halving the number of programs costs more than the shared load saves. So: 2 above head_dim 64 for half types.
+    float32 stays unpacked: its exact products run on FMA units rather than tensor cores, packing it was never
+    measured faster, and each packed float32 kernel is another ~40 s compile (sm90, triton 3.9, on a CPU host)."""
+    return 2 if head_dim > 64 and dtype in HALF_DTYPES else 1
 
 
 class PackPlan(NamedTuple):

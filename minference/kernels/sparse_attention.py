@@ -143,8 +143,8 @@ def _vertical_slash_kernel(
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
     OFFSETS_AHEAD: tl.constexpr = True, COLUMNS_AHEAD: tl.constexpr = True, MASKED_COLUMNS: tl.constexpr = False,
 ):
-    """The defaults are the measured choice; the other loop orders (``tools/vs_loop_variants.py``) compute the same
-    function and stay switchable because which is fastest depends on N and the index set (docs/benchmarks.md)."""
+    """The switches' defaults are the loop order measured fastest below 256K tokens; :func:`loop_order` picks the
+    order for a launch. Every order computes the same function (``tools/vs_loop_variants.py``, docs/benchmarks.md)."""
     i_m = tl.program_id(0)
     i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
         Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
@@ -486,13 +486,31 @@ def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch, rows: int = TILE
     return seqlens, lse_arg, strides, meta, n_heads // k.shape[1], scale
 
 
+LONG_CONTEXT = 262144
+"""From this many tokens on, :func:`loop_order` gives the vertical-slash kernel its inline loop order."""
+
+
+def loop_order(n_ctx: int) -> dict:
+    """The vertical-slash kernel's loop-order switches for ``n_ctx`` tokens. Measured on an H200 (bf16, head_dim
+    128, budgets (1000, 6096), docs/benchmarks.md): loading the next block offset and the next chunk of columns one
+    iteration ahead is 4-7 % faster at 128K on both index sets (40.8 vs 43.9 ms local-heavy, 233.7 vs 244.3 ms
+    measured). From 256K on, heads whose walk covers a large share of the tiles (the measured set) run 7-10 %
+    faster with inline loads (918.6 vs 991.0 ms at 256K, 2966 vs 3278 ms at 512K), while local-heavy heads, whose
+    walk stays short and cheap, lose 6-7 % (85 -> 91 ms at 256K). The long walks dominate a launch's time, so long
+    contexts take the inline order."""
+    ahead = n_ctx < LONG_CONTEXT
+    return dict(OFFSETS_AHEAD=ahead, COLUMNS_AHEAD=ahead, MASKED_COLUMNS=not ahead)
+
+
 def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tensor, out: torch.Tensor,
                            lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
                            sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """Write heads ``heads (Hs,)`` of ``out (B, Hq, N, D)`` (and ``lse (B, Hq, N)``) from a vertical-slash index
     built for those heads. Inputs are assumed checked; ``launch`` overrides ``num_warps``/``num_stages`` and the
-    kernel's loop-order switches (``OFFSETS_AHEAD``, ``COLUMNS_AHEAD``, ``MASKED_COLUMNS``)."""
+    kernel's loop-order switches (``OFFSETS_AHEAD``, ``COLUMNS_AHEAD``, ``MASKED_COLUMNS``; default
+    :func:`loop_order`)."""
     batch, n_heads, n_ctx, head_dim = q.shape
+    launch = {**loop_order(n_ctx), **(launch or {})}
     seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
     n_blocks = index.block_count.shape[-1]
     grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
