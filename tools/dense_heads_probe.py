@@ -4,7 +4,6 @@ vertical-slash launch at 512K on the measured set with the loop order :func:`loo
 Usage, on a CUDA machine: ``OUT=dir python tools/dense_heads_probe.py`` (writes ``dir/denseprobe.json``).
 """
 import json
-import math
 import os
 
 import torch
@@ -12,33 +11,33 @@ import torch
 import minference as mi
 from minference import ops
 from minference.bench.index_sets import load_head_stats, vertical_slash_indices
-from minference.bench.timing import TimingConfig, time_call
+from minference.bench.timing import time_reps
 from minference.index import build_vertical_slash_index
 from minference.kernels import sparse_attention as sa
 
 
-def time_ms(fn, reps: int) -> float:
-    config = TimingConfig(warmup=1, min_reps=reps, max_reps=reps, long_call_s=math.inf)
-    return time_call(lambda rep: fn(), "cuda", config).median_ms
-
-
-def mixed_list_row(n: int, dense_share: str) -> dict:
+def llama_inputs(n: int):
+    """Random bf16 q, k, v at Llama-3-8B head shapes (32 query heads, 8 K/V heads, head_dim 128)."""
     torch.manual_seed(0)
     q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn_like(k)
+    return q, k, torch.randn_like(k)
+
+
+def mixed_list_row(n: int, dense_share: str) -> dict:
+    q, k, v = llama_inputs(n)
     if dense_share == "half":
         patterns = [mi.AShape(128, 4096), mi.Dense()] * 16
     else:  # a quarter, not uniform over K/V heads: one SDPA call per K/V head that has Dense heads
         patterns = [mi.Dense() if h % 4 == 0 and h < 24 else mi.AShape(128, 4096) for h in range(32)]
     out = torch.empty_like(q)
     reps = 4 if n >= 1 << 17 else 10
-    routed = time_ms(lambda: mi.sparse_attention(q, k, v, patterns, validate=False, out=out), reps)
+    routed = time_reps(lambda: mi.sparse_attention(q, k, v, patterns, validate=False, out=out), reps).median_ms
     routed_out = out.clone()
     original = ops._dense_heads_to_sdpa
     ops._dense_heads_to_sdpa = lambda *args: False
     try:
-        kernel = time_ms(lambda: mi.sparse_attention(q, k, v, patterns, validate=False, out=out), reps)
+        kernel = time_reps(lambda: mi.sparse_attention(q, k, v, patterns, validate=False, out=out), reps).median_ms
     finally:
         ops._dense_heads_to_sdpa = original
     dense = [h for h, p in enumerate(patterns) if isinstance(p, mi.Dense)]
@@ -51,18 +50,15 @@ def mixed_list_row(n: int, dense_share: str) -> dict:
 
 
 def loop_order_row(n: int) -> dict:
-    torch.manual_seed(0)
-    q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn_like(k)
+    q, k, v = llama_inputs(n)
     vi, si = vertical_slash_indices("measured", n, 1, 32, mi.VerticalSlash(1000, 6096), device="cuda",
                                     stats=load_head_stats())
     index = build_vertical_slash_index(n, vi, si)
     heads = torch.arange(32, device="cuda", dtype=torch.int32)
     out = torch.empty_like(q)
-    picked = time_ms(lambda: sa.vertical_slash_forward(q, k, v, index, heads, out), 3)
+    picked = time_reps(lambda: sa.vertical_slash_forward(q, k, v, index, heads, out), 3).median_ms
     other = {name: not value for name, value in sa.loop_order(n).items()}
-    flipped = time_ms(lambda: sa.vertical_slash_forward(q, k, v, index, heads, out, launch=other), 3)
+    flipped = time_reps(lambda: sa.vertical_slash_forward(q, k, v, index, heads, out, launch=other), 3).median_ms
     return dict(n=n, case="vertical_slash measured, loop_order(n) vs the other order", picked=sa.loop_order(n),
                 picked_ms=picked, other_ms=flipped, speedup=flipped / picked)
 

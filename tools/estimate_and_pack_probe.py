@@ -10,16 +10,9 @@ import os
 import torch
 
 from minference import ops
-from minference.bench.timing import TimingConfig, time_call
+from minference.bench.timing import time_reps
 from minference.patterns import vertical_slash as vs
 from minference.patterns import VerticalSlash
-
-
-def time_ms(fn, reps: int):
-    """Median milliseconds of ``reps`` timed calls of ``fn()`` after one untimed call (the project's CUDA-event
-    clock, with no single-call shortcut for slow calls)."""
-    config = TimingConfig(warmup=1, min_reps=reps, max_reps=reps, long_call_s=math.inf)
-    return time_call(lambda rep: fn(), "cuda", config)
 
 
 def gather_diagonals(probs, lengths):
@@ -36,13 +29,13 @@ def estimation_row(n: int, dev) -> dict:
     pats = [VerticalSlash(1000, 6096)] * 32
     heads = list(range(32))
     reps = 5 if n >= 1 << 20 else 20
-    new_ms = time_ms(lambda: vs.estimate(q, k, pats, heads), reps).median_ms
+    new_ms = time_reps(lambda: vs.estimate(q, k, pats, heads), reps).median_ms
     vi_new, si_new = vs.estimate(q, k, pats, heads)
     original = vs.diagonal_sums
     vs.diagonal_sums = lambda probs, lengths=None: gather_diagonals(
         probs, torch.full((probs.shape[0],), probs.shape[-1], device=probs.device) if lengths is None else lengths)
     try:
-        old_ms = time_ms(lambda: vs.estimate(q, k, pats, heads), reps).median_ms
+        old_ms = time_reps(lambda: vs.estimate(q, k, pats, heads), reps).median_ms
         vi_old, si_old = vs.estimate(q, k, pats, heads)
     finally:
         vs.diagonal_sums = original
@@ -68,11 +61,11 @@ def dense_window_row(n: int, dev) -> dict:
     out = torch.empty_like(q)
     row = dict(n=n, case="a_shape local=N (dense heads)")
     for pack in (1, 2):
-        row[f"pack{pack}_ms"] = time_ms(
+        row[f"pack{pack}_ms"] = time_reps(
             lambda: ops.a_shape_attention(q, k, v, 0, n, validate=False, out=out, gqa_pack=pack), 5).median_ms
     k_expanded, v_expanded = k.repeat_interleave(4, 1), v.repeat_interleave(4, 1)
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        row["cudnn_ms"] = time_ms(lambda: torch.nn.functional.scaled_dot_product_attention(
+        row["cudnn_ms"] = time_reps(lambda: torch.nn.functional.scaled_dot_product_attention(
             q, k_expanded, v_expanded, is_causal=True), 5).median_ms
     return row
 

@@ -11,7 +11,6 @@ Usage, on a CUDA machine: ``OUT=dir python tools/tile_shape_probe.py`` (writes `
 the lengths (default ``32768,131072``).
 """
 import json
-import math
 import os
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from minference.bench.timing import TimingConfig, time_call
+from minference.bench.timing import time_reps
 from minference.kernels import sparse_attention as sa
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
@@ -29,11 +28,6 @@ SHAPES = [
     (64, 128, 4, 2, 1), (64, 128, 4, 3, 1), (64, 128, 8, 2, 2),
     (128, 64, 8, 3, 1), (128, 128, 8, 2, 1), (128, 128, 8, 3, 1),
 ]
-
-
-def time_ms(fn, reps: int) -> float:
-    config = TimingConfig(warmup=1, min_reps=reps, max_reps=reps, long_call_s=math.inf)
-    return time_call(lambda rep: fn(), "cuda", config).median_ms
 
 
 def launch_a_shape(q, k, v, out, sink: int, local: int, block_m: int, block_n: int, warps: int, stages: int,
@@ -69,12 +63,12 @@ def run_length(n: int, dev) -> list:
     reps = 4 if n >= 1 << 17 else 10
     rows = []
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        cudnn_ms = time_ms(lambda: F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True), reps)
+        cudnn_ms = time_reps(lambda: F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True), reps).median_ms
         reference = F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True)
     dense_flops = causal_flops(n, 0, n)
     rows.append(dict(n=n, method="sdpa_cudnn", ms=cudnn_ms, tflops=dense_flops / cudnn_ms / 1e9))
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        flash_ms = time_ms(lambda: F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True), reps)
+        flash_ms = time_reps(lambda: F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True), reps).median_ms
     rows.append(dict(n=n, method="sdpa_flash", ms=flash_ms, tflops=dense_flops / flash_ms / 1e9,
                      vs_cudnn=cudnn_ms / flash_ms))
     for label, backends in (("sdpa_default_enable_gqa", None), ("sdpa_cudnn_enable_gqa", SDPBackend.CUDNN_ATTENTION),
@@ -83,10 +77,10 @@ def run_length(n: int, dev) -> list:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         try:
             if backends is None:
-                ms, out = time_ms(gqa, reps), gqa()
+                ms, out = time_reps(gqa, reps).median_ms, gqa()
             else:
                 with sdpa_kernel(backends):
-                    ms, out = time_ms(gqa, reps), gqa()
+                    ms, out = time_reps(gqa, reps).median_ms, gqa()
             rows.append(dict(n=n, method=label, ms=ms, tflops=dense_flops / ms / 1e9, vs_cudnn=cudnn_ms / ms,
                              max_diff_vs_cudnn=float((out.float() - reference.float()).abs().max())))
         except RuntimeError as error:
@@ -100,8 +94,8 @@ def run_length(n: int, dev) -> list:
             row = dict(n=n, method=f"ours {case}", block_m=block_m, block_n=block_n, warps=warps, stages=stages,
                        pack=pack)
             try:
-                ms = time_ms(lambda: launch_a_shape(q, k, v, out, sink, local, block_m, block_n, warps, stages, pack),
-                             reps)
+                ms = time_reps(lambda: launch_a_shape(q, k, v, out, sink, local, block_m, block_n, warps, stages,
+                                                pack), reps).median_ms
             except Exception as error:  # OutOfResources for shapes whose buffers overflow shared memory
                 row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 rows.append(row)

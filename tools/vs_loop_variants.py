@@ -7,7 +7,6 @@ the same function (the output's largest difference from the library kernel is re
 ``CASES=131072:local_heavy,524288:measured OUT=dir python tools/vs_loop_variants.py`` (writes ``dir/vsprobe.json``).
 """
 import json
-import math
 import os
 
 import torch
@@ -15,20 +14,13 @@ import torch
 from minference.kernels import sparse_attention as sa
 from minference.index import build_vertical_slash_index
 from minference.bench.index_sets import vertical_slash_indices, load_head_stats
-from minference.bench.timing import TimingConfig, time_call
+from minference.bench.timing import time_reps
 from minference.patterns import VerticalSlash
 
 
 def launch(q, k, v, index, heads, out, offsets_ahead, columns_ahead, masked_columns):
     switches = dict(OFFSETS_AHEAD=offsets_ahead, COLUMNS_AHEAD=columns_ahead, MASKED_COLUMNS=masked_columns)
     sa.vertical_slash_forward(q, k, v, index, heads, out, launch=switches)
-
-
-def time_ms(fn, reps: int):
-    """Median milliseconds of ``reps`` timed calls of ``fn()`` after one untimed call (the project's CUDA-event
-    clock, with no single-call shortcut for slow calls)."""
-    config = TimingConfig(warmup=1, min_reps=reps, max_reps=reps, long_call_s=math.inf)
-    return time_call(lambda rep: fn(), "cuda", config)
 
 
 VARIANTS = {  # label: (OFFSETS_AHEAD, COLUMNS_AHEAD, MASKED_COLUMNS)
@@ -53,7 +45,7 @@ def run_case(n: int, name: str, stats, dev) -> list:
     reps = 3 if n >= 1 << 19 else 10
     for label, flags in VARIANTS.items():
         out = torch.full_like(q, float("nan"))
-        timing = time_ms(lambda: launch(q, k, v, index, heads, out, *flags), reps)
+        timing = time_reps(lambda: launch(q, k, v, index, heads, out, *flags), reps)
         if reference is None:
             reference = out.clone()
         diff = float((out.float() - reference.float()).abs().max())

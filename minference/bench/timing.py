@@ -7,6 +7,7 @@ otherwise runs from a warm L2 cache). On the CPU the same loop uses ``time.perf_
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ def time_call(fn: Callable[[int], object], device, config: Optional[TimingConfig
     reps = max(config.min_reps, min(config.max_reps, wanted))
     times = [first] + clock(fn, range(config.warmup + 1, config.warmup + reps))
     return Timing(statistics.median(times), min(times), max(times), len(times))
+
+
+def time_reps(fn: Callable[[], object], reps: int, device="cuda") -> Timing:
+    """``reps`` timed calls of ``fn()`` after one untimed call, however slow each call is: the GPU probes in
+    ``tools/`` compare variants at a fixed repetition count."""
+    config = TimingConfig(warmup=1, min_reps=reps, max_reps=reps, long_call_s=math.inf)
+    return time_call(lambda rep: fn(), device, config)
 
 
 def _cuda_clock(fn, reps) -> list[float]:
