@@ -178,6 +178,13 @@ def _pair_programs(rows_per_program: int, q: torch.Tensor) -> bool:
     return rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
 
 
+def _wide_block_programs(rows_per_program: int, block_size: int, q: torch.Tensor) -> bool:
+    """Whether 128-token blocks run as 128 x 128 tiles: asked for, half precision, and head_dim <= 128, where the
+    tiles fit in shared memory with three stages (as they did in the H200 tile-shape probe, docs/benchmarks.md)."""
+    return (rows_per_program == 128 and block_size == 2 * TILE and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[-1] <= 128)
+
+
 def _check_block_size(block_size: int) -> None:
     check_positive_int("block_size", block_size)
     if block_size not in BLOCK_SIZES:
@@ -205,17 +212,19 @@ def block_sparse_attention(
         block_idx: ``(B, Hq, ceil(N / block_size), K)`` key-block ids per query block in ``[-1, R)``; ``-1`` marks
             an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
         block_size: tokens per block, one of 16, 32, 64, 128.
-        rows_per_program: 64, or 128 (``block_size`` 64 only) for Triton programs that serve two query blocks
-            through the union of their lists. The same function; 64 is the default (128 measured slower on an H200),
-            and float32 at head_dim 256 always runs 64-row programs (shared memory).
+        rows_per_program: 64 (default), or 128 for Triton programs of 128 query rows; the same function either way.
+            With ``block_size`` 64 a program serves two query blocks through the union of their lists (measured
+            0.60-0.95x of 64 rows on an H200; float32 at head_dim 256 keeps 64 rows, for shared memory). With
+            ``block_size`` 128 it serves one query block with whole 128 x 128 tiles (float16/bfloat16 at head_dim
+            <= 128; elsewhere 64 rows), the tile shape that reached 80-82 % of cuDNN on dense attention.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     _check_block_size(block_size)
     _check_rows_per_program(rows_per_program)
-    if rows_per_program == 128 and block_size != 64:
-        raise ValueError(f"rows_per_program=128 needs block_size 64, got block_size {block_size}")
+    if rows_per_program == 128 and block_size not in (64, 128):
+        raise ValueError(f"rows_per_program=128 needs block_size 64 or 128, got block_size {block_size}")
     batch, heads, n, _ = q.shape
     blocks = -(-n // block_size)
     check_index("block_idx", block_idx.flatten(2, 3) if block_idx.dim() == 4 else block_idx,
@@ -229,10 +238,11 @@ def block_sparse_attention(
         from .kernels.sparse_attention import block_sparse_forward, block_sparse_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        if _pair_programs(rows_per_program, q):
+        if block_size == 64 and _pair_programs(rows_per_program, q):
             block_sparse_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
         else:
-            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
+            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale,
+                                 wide=_wide_block_programs(rows_per_program, block_size, q))
     else:
         rows = lambda start, end: block_sparse_index_mask_rows(index, n, block_size, start, end)  # noqa: E731
         _torch_forward(q, k, v, range(heads), rows, out, lse, seqlens, sm_scale)

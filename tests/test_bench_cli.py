@@ -65,6 +65,23 @@ def test_overrides_build_the_sweep(bench_cli):
         bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--rows-per-program", "256"]))
 
 
+def test_block_sparse_budgets_replace_the_sweeps_in_place(bench_cli):
+    from minference.patterns import BlockSparse
+
+    parser = argparse.ArgumentParser()
+    bench_cli.add_kernels_arguments(parser)
+    sweep = bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--block-sparse", "100:64,50:128"]))
+    assert [p.name for p in sweep.patterns] == ["vertical_slash", "block_sparse", "block_sparse", "a_shape"]
+    assert sweep.patterns[1:3] == (BlockSparse(top_k=100, block_size=64), BlockSparse(top_k=50, block_size=128))
+    only = bench_cli.build_sweep(parser.parse_args(["--block-sparse", "8:128", "--patterns", "block_sparse"]))
+    assert only.patterns == (BlockSparse(top_k=8, block_size=128),)
+    for bad in ("100", "100:", "0:64", "a:64"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--block-sparse", bad])
+    with pytest.raises(ValueError, match="block_size must be one of"):
+        bench_cli.build_sweep(parser.parse_args(["--block-sparse", "4:48"]))
+
+
 def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
     code = bench_cli.main(
         [

@@ -73,7 +73,7 @@ def test_bad_rows_per_program_is_refused():
         ops.vertical_slash_attention(q, k, v, index, index, rows_per_program=128.0)
     with pytest.raises(ValueError, match="rows_per_program must be 64 or 128, got 256"):
         ops.block_sparse_attention(q, k, v, torch.zeros(1, 2, 2, 1, dtype=torch.long), rows_per_program=256)
-    with pytest.raises(ValueError, match="rows_per_program=128 needs block_size 64, got block_size 32"):
+    with pytest.raises(ValueError, match="rows_per_program=128 needs block_size 64 or 128, got block_size 32"):
         ops.block_sparse_attention(q, k, v, torch.zeros(1, 2, 4, 1, dtype=torch.long), 32, rows_per_program=128)
 
 

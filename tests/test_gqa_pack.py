@@ -102,3 +102,25 @@ def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch
     packs.clear()
     ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton", gqa_pack=1)
     assert packs == [1]
+
+
+@pytest.mark.parametrize("dtype, head_dim, block_size, expected", [
+    (torch.float16, 128, 128, ("block_sparse_forward", True)),
+    (torch.float16, 64, 128, ("block_sparse_forward", True)),
+    (torch.float32, 128, 128, ("block_sparse_forward", False)),  # float32 tiles: not measured, may not fit
+    (torch.float16, 256, 128, ("block_sparse_forward", False)),  # 128 x 256 K/V tiles overflow shared memory
+    (torch.float16, 128, 64, ("block_sparse_pair_forward", None)),
+])
+def test_wide_block_sparse_programs_only_where_their_tiles_fit(monkeypatch, dtype, head_dim, block_size, expected):
+    from minference.kernels import sparse_attention as kernels
+
+    launched = []
+    monkeypatch.setattr(kernels, "block_sparse_forward",
+                        lambda *args, wide=False, **kw: launched.append(("block_sparse_forward", wide)))
+    monkeypatch.setattr(kernels, "block_sparse_pair_forward",
+                        lambda *args, **kw: launched.append(("block_sparse_pair_forward", None)))
+    q = torch.randn(1, 2, 256, head_dim).to(dtype)
+    blocks = 256 // block_size
+    ops.block_sparse_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, blocks, 1, dtype=torch.long), block_size,
+                               backend="triton", rows_per_program=128)
+    assert launched == [expected]

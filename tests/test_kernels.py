@@ -141,6 +141,23 @@ def test_block_sparse_pair_programs_equal_masked_reference(shape, slots, data):
                              what=f"block-sparse pairs {seqlens.tolist()} {shape}")
 
 
+@cases
+@given(shapes(dtypes=[d for d in KERNEL_DTYPES if d != torch.float32]), st.integers(1, 3), st.data())
+def test_block_sparse_wide_programs_equal_masked_reference(shape, slots, data):
+    """128-token blocks with ``rows_per_program=128``: one 128-row program per query block over whole 128 x 128
+    tiles (half precision, head_dim <= 128; wider heads fall back to 64 rows), padded rows and lse included."""
+    q, k, v = make_inputs(shape)
+    n, gen = shape["n"], index_generator(shape)
+    blocks = -(-n // 128)
+    block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
+    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
+    out, lse = ops.block_sparse_attention(q, k, v, block_idx, 128, seqlens=seqlens, backend="triton", return_lse=True,
+                                          out=poisoned_like(q), rows_per_program=128)
+    mask = ops.block_sparse_mask(n, block_idx, 128, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
+                             what=f"block-sparse wide {seqlens.tolist()} {shape}")
+
+
 @pytest.mark.parametrize("n,seed", [(300, 0), (520, 1), (455, 2), (640, 3)])
 def test_block_sparse_pair_programs_on_disjoint_lists(n, seed):
     """Neighbouring query blocks that list different blocks: most union entries serve one half only."""

@@ -31,6 +31,7 @@ def test_every_kernel_pipelines_its_key_tiles_three_deep_on_hopper(sm90_depths):
     assert sm90_depths["a_shape_pack2"] and set(sm90_depths["a_shape_pack2"]) == {3}  # GQA-packed, 8 warps
     assert sm90_depths["vertical_slash_pair"] and set(sm90_depths["vertical_slash_pair"]) == {3}  # 128 rows
     assert sm90_depths["block_sparse_pair"] and set(sm90_depths["block_sparse_pair"]) == {3}
+    assert sm90_depths["block_sparse_wide"] and set(sm90_depths["block_sparse_wide"]) == {3}  # 128 x 128 tiles
 
 
 def test_tile_buffer_depths_reads_only_multibuffered_tiles_of_the_given_shape():

@@ -38,6 +38,18 @@ def _optional_size(text: str) -> Optional[int]:
     return None if text.lower() in ("none", "inf", "all") else parse_size(text)
 
 
+def _block_sparse_budgets(text: str) -> list[tuple[int, int]]:
+    """``"100:64,50:128"`` -> ``[(100, 64), (50, 128)]`` (top_k:block_size pairs). Raises ValueError naming the
+    value."""
+    budgets = []
+    for part in (part.strip() for part in text.split(",")):
+        top_k, _, block_size = part.partition(":")
+        if not (top_k.isdigit() and block_size.isdigit() and int(top_k) >= 1):
+            raise ValueError(f"block-sparse budgets must look like 100:64,50:128 (top_k:block_size), got {text!r}")
+        budgets.append((int(top_k), int(block_size)))
+    return budgets
+
+
 def _names(allowed):
     def parse(text: str) -> list[str]:
         names = [part.strip() for part in text.split(",") if part.strip()]
@@ -86,6 +98,11 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
         type=_arg_type(_sizes),
         help="rows per vertical-slash / block-sparse program, e.g. 64,128 (default 64)",
     )
+    parser.add_argument(
+        "--block-sparse",
+        type=_arg_type(_block_sparse_budgets),
+        help="block-sparse budgets as top_k:block_size, e.g. 100:64,50:128 (default: the sweep's, 100:64)",
+    )
     for name in ("dense", "flex", "random"):
         parser.add_argument(
             f"--{name}-max-n",
@@ -126,6 +143,12 @@ def build_sweep(args):
         shapes = list(sweep.shapes)
     kinds = {"vertical_slash": VerticalSlash, "block_sparse": BlockSparse, "a_shape": AShape}
     patterns = sweep.patterns
+    if args.block_sparse:
+        # the given budgets take the place of the sweep's block-sparse patterns
+        first = next((i for i, p in enumerate(patterns) if isinstance(p, BlockSparse)), len(patterns))
+        others = [p for p in patterns if not isinstance(p, BlockSparse)]
+        budgets = [BlockSparse(top_k=top_k, block_size=block_size) for top_k, block_size in args.block_sparse]
+        patterns = tuple(others[:first] + budgets + others[first:])
     if args.patterns:
         patterns = tuple(p for p in patterns if any(isinstance(p, kinds[name]) for name in args.patterns))
     changes = dict(shapes=tuple(shapes), patterns=patterns)

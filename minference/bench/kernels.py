@@ -258,7 +258,8 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterato
             )
             index = build_block_sparse_index(block_idx)
             density = float(block_sparse_density(index, n, pattern.block_size).mean())
-            for rows in sweep.rows_per_program if pattern.block_size == 64 else (64,):
+            # 128-row programs: pairs of 64-token query blocks, or whole 128-token blocks as 128 x 128 tiles
+            for rows in sweep.rows_per_program if pattern.block_size in (64, 128) else (64,):
                 yield (
                     label if rows == 64 else f"{label}, rows={rows}",
                     density,

@@ -78,7 +78,7 @@ class Sweep:
         a_shape_packs: GQA pack sizes to time the A-shape kernel with: ``None`` (default) the library's choice for
             the head dim (rows labelled ``static``), 1 or 2 that size (``static, gqa_pack=P``; 1 = unpacked).
         rows_per_program: rows per vertical-slash and block-sparse program to time (64; 128 adds rows labelled
-            ``..., rows=128``; block-sparse only with 64-token blocks).
+            ``..., rows=128``; block-sparse only with 64- or 128-token blocks).
     """
 
     name: str

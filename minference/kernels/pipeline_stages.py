@@ -38,6 +38,8 @@ _KERNELS = {
     "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
     "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
     "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
+    "block_sparse_wide": ("_block_sparse_kernel", {"BLOCK_SIZE": 2 * TILE, "BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE},
+                          2 * TILE),
 }
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -114,7 +116,8 @@ def main(argv=None) -> int:
     for kernel in _KERNELS:
         ttgir = compile_ttgir(kernel, arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
                               num_stages=args.num_stages)
-        depths[kernel] = tile_buffer_depths(ttgir, head_dim=args.head_dim)
+        key_rows = _KERNELS[kernel][1].get("BLOCK_N", TILE)
+        depths[kernel] = tile_buffer_depths(ttgir, rows=key_rows, head_dim=args.head_dim)
     if args.a_shape_pack > 1:
         ttgir = compile_ttgir("a_shape", arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
                               num_stages=args.num_stages, pack=args.a_shape_pack)

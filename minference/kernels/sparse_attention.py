@@ -325,7 +325,7 @@ def _block_sparse_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
     # a program covers BLOCK_M rows of one query block; a key block is walked as BLOCK_SIZE // BLOCK_N sub-tiles, so
-    # 128-token blocks never need 128-wide tiles (which overflow shared memory at large head_dim)
+    # 128-token blocks need 128-wide tiles (which overflow shared memory at large head_dim) only when asked for
     query_block = (i_m * BLOCK_M) // BLOCK_SIZE
     row = (i_b.to(tl.int64) * n_sel + i_s) * n_blocks + query_block
     n_walk = tl.where(i_m * BLOCK_M < seqlen, tl.load(BlockCount + row), 0)
@@ -562,12 +562,16 @@ def vertical_slash_pair_forward(q, k, v, index: VerticalSlashIndex, heads: torch
 
 def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, heads: torch.Tensor, out: torch.Tensor,
                          lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                         sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
-    """Write heads ``heads`` of ``out`` from a block-sparse index built for those heads."""
+                         sm_scale: Optional[float] = None, launch: Optional[dict] = None, wide: bool = False) -> None:
+    """Write heads ``heads`` of ``out`` from a block-sparse index built for those heads. ``wide`` (128-token blocks
+    only) runs one 128-row program per query block over whole 128 x 128 tiles on 8 warps, instead of two 64-row
+    programs that each load every listed block as two 64-key tiles."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
+    if wide and block_size != 2 * TILE:
+        raise ValueError(f"wide programs need 128-token blocks, got block_size {block_size}")
+    tile = 2 * TILE if wide else min(block_size, TILE)
+    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch, tile)
     n_blocks, n_slots = index.blocks.shape[-2:]
-    tile = min(block_size, TILE)
     grid = (triton.cdiv(n_ctx, tile), batch * heads.numel())
     _block_sparse_kernel[grid](
         q, k, v, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
