@@ -391,15 +391,24 @@ def _dense_into(q, k, v, sm_scale, out):
     return out.copy_(dense)
 
 
+SDPA_ONE_CALL_BYTES = 256 << 20
+"""Largest copy of the listed query heads that :func:`_dense_heads_through_sdpa` makes for a single SDPA call; above
+it, one call per K/V head bounds the copy and SDPA's output to two K/V groups of queries (2 GiB for 4 heads of 1M
+tokens x 128 in bf16) where a single call over all 32 heads would take 16 GiB."""
+
+
 def _dense_heads_through_sdpa(q, k, v, heads: list, out, sm_scale) -> None:
     """Write query heads ``heads`` of ``out`` with exact causal attention through SDPA's default dispatch, which
     reads GQA K/V heads without copies (``enable_gqa``). One call when every K/V head serves the same number of the
-    listed heads, else one call per K/V head on a view of its K/V; only the listed query heads are copied."""
+    listed heads and their copy is small (:data:`SDPA_ONE_CALL_BYTES`), else one call per K/V head on a view of its
+    K/V; only the listed query heads are copied."""
     group = q.shape[1] // k.shape[1]
     by_kv: dict[int, list] = {}
     for head in heads:
         by_kv.setdefault(head // group, []).append(head)
-    if len(by_kv) == k.shape[1] and len({len(members) for members in by_kv.values()}) == 1:
+    copy_bytes = len(heads) * q[:, :1].numel() * q.element_size()
+    if (len(by_kv) == k.shape[1] and len({len(members) for members in by_kv.values()}) == 1
+            and copy_bytes <= SDPA_ONE_CALL_BYTES):
         # query head i of the selection reads K/V head i // (heads per K/V head): list them K/V head by K/V head
         calls = [([head for kv in sorted(by_kv) for head in by_kv[kv]], slice(None))]
     else:

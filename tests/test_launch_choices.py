@@ -33,6 +33,22 @@ def test_dense_heads_through_sdpa_write_exactly_their_heads(kv_heads, group, lay
     assert out[:, others].isnan().all(), "heads not listed stay untouched"
 
 
+@pytest.mark.parametrize("one_call_bytes, calls", [(1 << 30, 1), (0, 2)])
+def test_dense_heads_through_sdpa_bound_their_copy_with_one_call_per_kv_head(monkeypatch, one_call_bytes, calls):
+    """Every K/V head serves two listed heads: one call while their copy is small, else one call per K/V head."""
+    made = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(ops.F, "scaled_dot_product_attention", lambda q, *args, **kw: made.append(q.shape[1]) or
+                        sdpa(q, *args, **kw))
+    monkeypatch.setattr(ops, "SDPA_ONE_CALL_BYTES", one_call_bytes)
+    q, k, v = random_qkv(1, 8, 2, 40, 16, torch.float32, seed=3, device="cpu")
+    out = poisoned_like(q)
+    heads = [0, 2, 5, 7]
+    ops._dense_heads_through_sdpa(q, k, v, heads, out, None)
+    assert made == ([4] if calls == 1 else [2, 2])
+    torch.testing.assert_close(out[:, heads].double(), expected_dense(q, k, v, heads), rtol=1e-5, atol=1e-6)
+
+
 def test_dense_heads_through_sdpa_honour_the_scale():
     q, k, v = random_qkv(1, 4, 2, 20, 8, torch.float32, seed=1, device="cpu")
     out = poisoned_like(q)
