@@ -124,38 +124,33 @@ def test_block_sparse_kernel_equals_masked_reference(shape, block_size, slots):
     assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"block-sparse {block_size} {shape}")
 
 
+def check_128_row_block_sparse(shape, slots, data, block_size):
+    """``rows_per_program=128`` with random lists and padded rows equals the masked reference, lse included."""
+    q, k, v = make_inputs(shape)
+    n, gen = shape["n"], index_generator(shape)
+    blocks = -(-n // block_size)
+    block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
+    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
+    out, lse = ops.block_sparse_attention(q, k, v, block_idx, block_size, seqlens=seqlens, backend="triton",
+                                          return_lse=True, out=poisoned_like(q), rows_per_program=128)
+    mask = ops.block_sparse_mask(n, block_idx, block_size, seqlens=seqlens)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
+                             what=f"block-sparse {block_size}-token blocks, 128 rows {seqlens.tolist()} {shape}")
+
+
 @cases
 @given(shapes(), st.integers(1, 6), st.data())
 def test_block_sparse_pair_programs_equal_masked_reference(shape, slots, data):
-    """128-row programs (two 64-token query blocks, one union of their lists with half-row masks) compute the same
-    masked attention, padded rows and lse included."""
-    q, k, v = make_inputs(shape)
-    n, gen = shape["n"], index_generator(shape)
-    blocks = -(-n // 64)
-    block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
-    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
-    out, lse = ops.block_sparse_attention(q, k, v, block_idx, 64, seqlens=seqlens, backend="triton", return_lse=True,
-                                          out=poisoned_like(q), rows_per_program=128)
-    mask = ops.block_sparse_mask(n, block_idx, 64, seqlens=seqlens)
-    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
-                             what=f"block-sparse pairs {seqlens.tolist()} {shape}")
+    """64-token blocks: two query blocks per program, one union of their lists with half-row masks."""
+    check_128_row_block_sparse(shape, slots, data, 64)
 
 
 @cases
 @given(shapes(dtypes=[d for d in KERNEL_DTYPES if d != torch.float32]), st.integers(1, 3), st.data())
 def test_block_sparse_wide_programs_equal_masked_reference(shape, slots, data):
-    """128-token blocks with ``rows_per_program=128``: one 128-row program per query block over whole 128 x 128
-    tiles (half precision, head_dim <= 128; wider heads fall back to 64 rows), padded rows and lse included."""
-    q, k, v = make_inputs(shape)
-    n, gen = shape["n"], index_generator(shape)
-    blocks = -(-n // 128)
-    block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
-    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
-    out, lse = ops.block_sparse_attention(q, k, v, block_idx, 128, seqlens=seqlens, backend="triton", return_lse=True,
-                                          out=poisoned_like(q), rows_per_program=128)
-    mask = ops.block_sparse_mask(n, block_idx, 128, seqlens=seqlens)
-    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
-                             what=f"block-sparse wide {seqlens.tolist()} {shape}")
+    """128-token blocks: one program per query block over whole 128 x 128 tiles (half precision, head_dim <= 128;
+    wider heads fall back to 64 rows)."""
+    check_128_row_block_sparse(shape, slots, data, 128)
 
 
 @pytest.mark.parametrize("n,seed", [(300, 0), (520, 1), (455, 2), (640, 3)])
