@@ -6,7 +6,8 @@ from typing import Optional
 import torch
 
 KERNEL_HEAD_DIMS = (64, 80, 96, 128, 256)
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+FLOAT_DTYPES = (*HALF_DTYPES, torch.float32)
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:

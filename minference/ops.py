@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from . import reference
 from ._device_cache import device_tensor
-from ._checks import check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
+from ._checks import HALF_DTYPES, check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
 from .index import (
     TILE,
     a_shape_index_mask_rows,
@@ -181,8 +181,7 @@ def _pair_programs(rows_per_program: int, q: torch.Tensor) -> bool:
 def _wide_block_programs(rows_per_program: int, block_size: int, q: torch.Tensor) -> bool:
     """Whether 128-token blocks run as 128 x 128 tiles: asked for, half precision, and head_dim <= 128, where the
     tiles fit in shared memory with three stages (as they did in the H200 tile-shape probe, docs/benchmarks.md)."""
-    return (rows_per_program == 128 and block_size == 2 * TILE and q.dtype in (torch.float16, torch.bfloat16)
-            and q.shape[-1] <= 128)
+    return rows_per_program == 128 and block_size == 2 * TILE and q.dtype in HALF_DTYPES and q.shape[-1] <= 128
 
 
 def _check_block_size(block_size: int) -> None:
@@ -425,7 +424,7 @@ def _dense_heads_to_sdpa(q, per_head: list, sdpa_can_stand_in: bool, backend: st
     Measured on an H200 (bf16, 32 query / 8 K/V heads, docs/benchmarks.md): SDPA's default dispatch with
     ``enable_gqa`` (cuDNN there) is 1.25x faster than the packed window kernel at 128K and 1.29x at 32K. Only
     where SDPA computes the same output: no ``seqlens``, no lse; float32 keeps the kernel's exact products."""
-    return (sdpa_can_stand_in and backend == "triton" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    return (sdpa_can_stand_in and backend == "triton" and q.is_cuda and q.dtype in HALF_DTYPES
             and any(isinstance(p, Dense) for p in per_head))
 
 

@@ -10,6 +10,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from .._checks import HALF_DTYPES
+
 PACKS = (1, 2)
 """Supported pack sizes. Two heads make a 128-row program on 8 warps (two warpgroups, one K/V tile load). Compiled
 for sm90 (triton 3.9, bf16, head_dim 128) it holds 210 registers per thread and 128 KiB of shared memory. Four heads
@@ -25,9 +27,6 @@ def pack_fits(pack: int, head_dim: int, element_size: int) -> bool:
     """Whether a program of ``pack`` heads x 64 rows of ``head_dim`` (padded to a power of two) fits."""
     padded = 1 << (head_dim - 1).bit_length()
     return pack * 64 * padded * element_size <= PACKED_QUERY_BYTES
-
-
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def default_pack(head_dim: int, dtype: torch.dtype) -> int:
