@@ -135,8 +135,8 @@ def test_decode_and_chunked_continuation_match_unpatched():
 
     def continuation():
         with torch.no_grad():
-            first = model(ids[:, :35], use_cache=True)
-            return model(ids[:, 35:], past_key_values=first.past_key_values, use_cache=True).logits
+            first, key = model(ids[:, :35], use_cache=True), memory.cache_keyword(model)
+            return model(ids[:, 35:], **{key: getattr(first, key)}, use_cache=True).logits
 
     expected_continuation = continuation()
     mi.patch(model, cfg.default(LAYERS, HEADS, Dense()), dense_below=0, dense_above=None)

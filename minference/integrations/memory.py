@@ -6,11 +6,13 @@ three 14336-wide activations 86 GB; the full-vocabulary logits would be 256 GB. 
 
 - :func:`chunk_tokenwise` runs every norm and MLP over ``chunk_size`` tokens at a time, writing into one output;
 - :func:`prefill` calls the model with ``logits_to_keep=1`` (only the last position's logits);
-- :func:`use_cpu_kv_cache` / :func:`offloaded_cache` keep the KV cache on the CPU during ``generate``.
+- :func:`use_cpu_kv_cache` / :func:`offloaded_cache` keep the KV cache on the CPU during ``generate``;
+  :func:`cache_keyword` names the argument a direct forward call passes a cache by.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Optional
 
 import torch
@@ -104,7 +106,8 @@ def use_cpu_kv_cache(model, enable: bool = True) -> None:
 
 
 def offloaded_cache(model):
-    """A transformers cache that keeps K/V on the CPU, for direct ``model(..., past_key_values=cache)`` calls."""
+    """A transformers cache that keeps K/V on the CPU, for direct ``model(..., **{cache_keyword(model): cache})``
+    calls."""
     from transformers import DynamicCache
 
     try:
@@ -113,6 +116,12 @@ def offloaded_cache(model):
         from transformers import OffloadedCache
 
         return OffloadedCache()
+
+
+def cache_keyword(model) -> str:
+    """The name a model's ``forward`` takes its KV cache by, and its output returns it as: ``cache`` in newer
+    transformers (5.24 warns that ``past_key_values`` goes in 5.40), ``past_key_values`` in older ones (5.17)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
