@@ -23,6 +23,7 @@ from .index import (
     vertical_slash_index_mask_rows,
 )
 from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
+from .kernels._utils import shared_memory_fits, tile_shared_bytes
 from .kernels.gqa_pack import check_pack, default_pack, pack_fits, plan_packs
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
 from .patterns import a_shape as a_shape_pattern
@@ -108,7 +109,7 @@ def vertical_slash_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    rows_per_program: int = 64,
+    rows_per_program: Optional[int] = None,
 ):
     """Causal attention over chosen key columns and diagonals (the kernel's tiles, see :func:`vertical_slash_mask`).
 
@@ -123,7 +124,7 @@ def vertical_slash_attention(
         validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
         out: optional preallocated ``(B, Hq, N, D)`` output.
         rows_per_program: 64, or 128 for Triton programs that serve two query blocks (each key tile loaded once for
-            both, 8 warps). The same function. 64 is the default: 128 measured slower on an H200
+            both, 8 warps). The same function. ``None`` (default) is 64: 128 measured slower on an H200
             (docs/benchmarks.md). Shapes whose 128-row query tile would not fit in shared memory (float32 at
             head_dim 256) run 64-row programs.
 
@@ -166,22 +167,34 @@ def vertical_slash_mask(
     return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens)
 
 
-def _check_rows_per_program(rows_per_program: int) -> None:
+def _check_rows_per_program(rows_per_program: Optional[int]) -> None:
+    if rows_per_program is None:
+        return
     check_positive_int("rows_per_program", rows_per_program)
     if rows_per_program not in (64, 128):
         raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
 
 
-def _pair_programs(rows_per_program: int, q: torch.Tensor) -> bool:
+def _pair_programs(rows_per_program: Optional[int], q: torch.Tensor) -> bool:
     """Whether to launch 128-row programs: asked for, and their query tile (two 64-row blocks, the size of a pack of
     two heads) fits in shared memory."""
     return rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
 
 
-def _wide_block_programs(rows_per_program: int, block_size: int, q: torch.Tensor) -> bool:
-    """Whether 128-token blocks run as 128 x 128 tiles: asked for, half precision, and head_dim <= 128, where the
-    tiles fit in shared memory with three stages (as they did in the H200 tile-shape probe, docs/benchmarks.md)."""
-    return rows_per_program == 128 and block_size == 2 * TILE and q.dtype in HALF_DTYPES and q.shape[-1] <= 128
+WIDE_STAGES = 3
+"""K/V pipeline stages of a 128 x 128 block-sparse program, as :func:`~minference.kernels._utils.launch_options`
+gives them to half-precision rows of at most 256 bytes."""
+
+
+def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: torch.Tensor) -> bool:
+    """Whether 128-token blocks run as whole 128 x 128 tiles on 8 warps: by default (``rows_per_program`` None) and
+    when asked for (128), in half precision at head_dim <= 128, where the query tile and three K/V stages fit in the
+    device's shared memory (224 KiB at head_dim 128: H100/H200 yes, A100 no). Measured on an H200 (bf16, head_dim
+    128, 32K and 128K, batch 1 and 4, docs/benchmarks.md): 1.25-1.32x faster than two 64-row programs per block,
+    and 1.05-1.10x faster than 64-token blocks of the same coverage (top_k 100 against 50)."""
+    if rows_per_program == 64 or block_size != 2 * TILE or q.dtype not in HALF_DTYPES or q.shape[-1] > 128:
+        return False
+    return shared_memory_fits(tile_shared_bytes(2 * TILE, 2 * TILE, q.shape[-1], q.dtype, WIDE_STAGES), q.device)
 
 
 def _check_block_size(block_size: int) -> None:
@@ -203,7 +216,7 @@ def block_sparse_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    rows_per_program: int = 64,
+    rows_per_program: Optional[int] = None,
 ):
     """Causal attention over chosen key blocks (see :func:`block_sparse_mask`).
 
@@ -211,11 +224,13 @@ def block_sparse_attention(
         block_idx: ``(B, Hq, ceil(N / block_size), K)`` key-block ids per query block in ``[-1, R)``; ``-1`` marks
             an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
         block_size: tokens per block, one of 16, 32, 64, 128.
-        rows_per_program: 64 (default), or 128 for Triton programs of 128 query rows; the same function either way.
-            With ``block_size`` 64 a program serves two query blocks through the union of their lists (measured
-            0.60-0.95x of 64 rows on an H200; float32 at head_dim 256 keeps 64 rows, for shared memory). With
-            ``block_size`` 128 it serves one query block with whole 128 x 128 tiles (float16/bfloat16 at head_dim
-            <= 128; elsewhere 64 rows), the tile shape that reached 80-82 % of cuDNN on dense attention.
+        rows_per_program: query rows per Triton program, 64 or 128; the same function either way. ``None``
+            (default): 128 for 128-token blocks where whole 128 x 128 tiles fit (float16/bfloat16 at head_dim
+            <= 128, with the shared memory of an H100/H200; measured 1.25-1.32x faster on an H200), 64 elsewhere.
+            With ``block_size`` 64, 128 rows serve two query blocks through the union of their lists (measured
+            0.60-0.95x of 64 rows on an H200, so only on request; float32 at head_dim 256 keeps 64 rows, for shared
+            memory). With ``block_size`` 128 and 64 rows, two programs each load every listed block as two 64-key
+            tiles.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
@@ -547,7 +562,8 @@ def sparse_attention(
             from .kernels.sparse_attention import block_sparse_forward
 
             head_map = device_tensor(group, q.device)
-            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale)
+            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale,
+                                 wide=_wide_block_programs(None, block_size, q))
         else:
             rows = lambda start, end, index=index, bs=block_size: block_sparse_index_mask_rows(  # noqa: E731
                 index, n, bs, start, end

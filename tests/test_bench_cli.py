@@ -58,7 +58,8 @@ def test_overrides_build_the_sweep(bench_cli):
     assert sweep.dense_max_n is None and sweep.flex is False and sweep.a_shape_packs == (1, 2)
     assert sweep.rows_per_program == (64, 128)
     assert sweep.flex_max_n == 128 * 1024, "options not given keep the sweep's values"
-    assert bench_cli.build_sweep(parser.parse_args(["--sweep", "full"])).a_shape_packs == (None,)
+    full = bench_cli.build_sweep(parser.parse_args(["--sweep", "full"]))
+    assert full.a_shape_packs == (None,) and full.rows_per_program == (None,), "the library's choices by default"
     with pytest.raises(ValueError, match="a_shape_packs must list sizes among"):
         bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--a-shape-pack", "3"]))
     with pytest.raises(ValueError, match="rows_per_program must list 64 and/or 128"):
@@ -119,12 +120,12 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
     rows = document["rows"]
     assert {(r["method"], r["pattern"], r["index_set"]) for r in rows} == {
         ("sdpa", "dense", "–"),
-        ("minference", "vertical_slash", "local_heavy"),
-        ("minference", "vertical_slash", "measured"),
+        ("minference", "vertical_slash", "local_heavy, rows=64"),
+        ("minference", "vertical_slash", "measured, rows=64"),
         ("minference", "vertical_slash", "local_heavy, rows=128"),
         ("minference", "vertical_slash", "measured, rows=128"),
-        ("minference", "block_sparse", "local_heavy"),
-        ("minference", "block_sparse", "measured"),
+        ("minference", "block_sparse", "local_heavy, rows=64"),
+        ("minference", "block_sparse", "measured, rows=64"),
         ("minference", "block_sparse", "local_heavy, rows=128"),
         ("minference", "block_sparse", "measured, rows=128"),
         ("minference", "a_shape", "static, gqa_pack=1"),

@@ -124,3 +124,31 @@ def test_wide_block_sparse_programs_only_where_their_tiles_fit(monkeypatch, dtyp
     ops.block_sparse_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, blocks, 1, dtype=torch.long), block_size,
                                backend="triton", rows_per_program=128)
     assert launched == [expected]
+
+
+@pytest.mark.parametrize("shared_bytes, wide", [(232448, True), (167936, False)])  # H100/H200, A100 opt-in limits
+def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(monkeypatch, shared_bytes, wide):
+    """By default (``rows_per_program=None``), in ``block_sparse_attention`` and in ``sparse_attention``'s
+    block-sparse heads, 128-token blocks run as 128 x 128 tiles when the device's shared memory holds the query tile
+    and three K/V stages (224 KiB at head_dim 128); ``rows_per_program=64`` and 64-token blocks keep 64 rows."""
+    from minference.kernels import _utils
+    from minference.kernels import sparse_attention as kernels
+
+    assert _utils.tile_shared_bytes(128, 128, 128, torch.bfloat16, 3) == 224 * 1024
+    assert _utils.shared_memory_fits(1 << 40, torch.device("cpu")), "the interpreter has no shared-memory limit"
+    monkeypatch.setattr(_utils, "_opt_in_shared_bytes", lambda index: shared_bytes)
+    assert _utils.shared_memory_fits(224 * 1024, torch.device("cuda", 0)) is wide
+    # the CPU tensors stand in for CUDA ones: only the device's shared memory is consulted
+    monkeypatch.setattr(ops, "shared_memory_fits", lambda nbytes, device: _utils.shared_memory_fits(
+        nbytes, torch.device("cuda", 0)))
+    launched = []
+    monkeypatch.setattr(kernels, "block_sparse_forward",
+                        lambda *args, wide=False, **kw: launched.append((args[4], wide)))
+    q = torch.randn(1, 2, 256, 128).to(torch.float16)
+    kv = q[:, :1]
+    ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 2, 1, dtype=torch.long), 128, backend="triton")
+    ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 2, 1, dtype=torch.long), 128, backend="triton",
+                               rows_per_program=64)
+    ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 4, 1, dtype=torch.long), 64, backend="triton")
+    ops.sparse_attention(q, kv, kv, [mi.BlockSparse(top_k=1, block_size=128)] * 2, backend="triton")
+    assert launched == [(128, wide), (128, False), (64, False), (128, wide)]

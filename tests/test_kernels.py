@@ -225,18 +225,20 @@ def test_sparse_attention_mixed_heads_equal_their_masks(shape, data):
     q, k, v = make_inputs(shape)
     hq, n = shape["hq"], shape["n"]
     choices = [mi.VerticalSlash(vertical=7, slash=9, sink=2, local=3), mi.AShape(sink=4, local=30),
-               mi.BlockSparse(top_k=2, block_size=32), mi.Dense(), mi.VerticalSlash(vertical=40, slash=3)]
-    patterns = [choices[i] for i in data.draw(st.lists(st.integers(0, 4), min_size=hq, max_size=hq))]
+               mi.BlockSparse(top_k=2, block_size=32), mi.Dense(), mi.VerticalSlash(vertical=40, slash=3),
+               mi.BlockSparse(top_k=1, block_size=128)]  # 128 x 128 programs in half precision
+    patterns = [choices[i] for i in data.draw(st.lists(st.integers(0, len(choices) - 1), min_size=hq, max_size=hq))]
     out = mi.sparse_attention(q, k, v, patterns, backend="triton", out=poisoned_like(q))
     vs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.VerticalSlash)]
-    bs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.BlockSparse)]
     mask = torch.zeros(shape["batch"], hq, n, n, dtype=torch.bool)
     if vs_heads:
         vertical, slash = mi.patterns.vertical_slash.estimate(q, k, [patterns[h] for h in vs_heads], vs_heads)
         mask[:, vs_heads] = ops.vertical_slash_mask(n, vertical.cpu(), slash.cpu())
-    if bs_heads:
-        block_idx = mi.patterns.block_sparse.estimate(q, k, [patterns[h] for h in bs_heads], bs_heads)
-        mask[:, bs_heads] = ops.block_sparse_mask(n, block_idx.cpu(), 32)
+    for block_size in (32, 128):
+        bs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.BlockSparse) and p.block_size == block_size]
+        if bs_heads:
+            block_idx = mi.patterns.block_sparse.estimate(q, k, [patterns[h] for h in bs_heads], bs_heads)
+            mask[:, bs_heads] = ops.block_sparse_mask(n, block_idx.cpu(), block_size)
     for h, p in enumerate(patterns):
         if isinstance(p, (mi.AShape, mi.Dense)):
             sink, local = (p.sink, p.local) if isinstance(p, mi.AShape) else (0, n)

@@ -96,7 +96,7 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rows-per-program",
         type=_arg_type(_sizes),
-        help="rows per vertical-slash / block-sparse program, e.g. 64,128 (default 64)",
+        help="rows per vertical-slash / block-sparse program, e.g. 64,128 (default: the library's choice)",
     )
     parser.add_argument(
         "--block-sparse",

@@ -1,6 +1,7 @@
 """Small helpers shared by the Triton launchers."""
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -34,3 +35,25 @@ def launch_options(head_dim: int, dtype: torch.dtype, rows: int = 64) -> dict:
         return {}
     row_bytes = head_dim * torch.empty((), dtype=dtype).element_size()
     return {"num_warps": 4 * rows // 64, "num_stages": 1 if row_bytes > 256 else 3}
+
+
+def tile_shared_bytes(rows: int, keys: int, head_dim: int, dtype: torch.dtype, stages: int) -> int:
+    """Shared memory a program holds: its query tile plus ``stages`` buffers of one K and one V tile, at the padded
+    head dim. For a 128 x 128 bf16 program at head_dim 128 with three stages that is 224 KiB, what sm90 compiles."""
+    row_bytes = block_head_dim(head_dim) * torch.empty((), dtype=dtype).element_size()
+    return (rows + 2 * stages * keys) * row_bytes
+
+
+@functools.lru_cache(maxsize=None)
+def _opt_in_shared_bytes(device_index: int) -> int:
+    props = torch.cuda.get_device_properties(device_index)
+    return getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block)
+
+
+def shared_memory_fits(nbytes: int, device: torch.device) -> bool:
+    """Whether one program may hold ``nbytes`` of shared memory on ``device``: its opt-in limit per block on CUDA
+    (227 KiB on H100/H200, 163 KiB on A100, 99 KiB on consumer cards); always under the interpreter, which has no
+    shared memory to run out of."""
+    if device.type != "cuda":
+        return True
+    return nbytes <= _opt_in_shared_bytes(device.index if device.index is not None else torch.cuda.current_device())
