@@ -105,6 +105,16 @@ def test_each_estimator_has_its_own_weight_and_the_default_prices_both_alike():
     assert TileCosts(estimate=10).cost(block_sparse) == 120  # block_pairs follows estimate unless given
 
 
+def test_a_128_x_128_tile_costs_four_64_x_64_tiles_unless_calibrated():
+    wide = {"walked": 0.0, "gathered": 0.0, "estimate": 0.0, "block_pairs": 0.5, "pooled_blocks": 32, "wide": 25}
+    assert TileCosts().cost(wide) == 100.5
+    assert TileCosts.parse("wide=3.6").cost(wide) == pytest.approx(90.5)
+    # in time units it follows the walked tile's time, as block_pairs follows estimate
+    assert TileCosts.parse("walked=0.01,estimate=0,unit=ms").cost(wide) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="wide must be a finite number"):
+        TileCosts.parse("wide=-1")
+
+
 def test_summarize_averages_density_recall_and_error():
     from minference.search import summarize
 

@@ -24,6 +24,7 @@ def test_recall_equals_mass_inside_the_kernel_mask(n):
     torch.manual_seed(n)
     q, k, v = torch.randn(1, 4, n, 16) * 1.5, torch.randn(1, 2, n, 16) * 1.5, torch.randn(1, 2, n, 16)
     candidates = candidate_space(n)
+    assert (n > 128) == any(c.name == "block_sparse" and c.block_size == 128 for c in candidates)
     scores = score_layer(q, k, v, candidates, error_rows=0)
     indices = _indices(q, k, candidates, None)
     probs = _dense_probs(q, k)
@@ -71,6 +72,12 @@ def test_block_sparse_tiles_count_listed_blocks_and_both_estimation_terms():
     tiles = block_sparse_tiles(build_block_sparse_index(ids))
     assert [t["walked"] for t in tiles] == [3.0, 6.0]
     assert all(t["block_pairs"] == 9 / 8192 and t["pooled_blocks"] == 3.0 and t["estimate"] == 0.0 for t in tiles)
+    # the same lists of 128-token blocks: each listed block is one 128 x 128 tile
+    wide = block_sparse_tiles(build_block_sparse_index(ids), 128)
+    assert [t["wide"] for t in wide] == [3.0, 6.0] and all(t["walked"] == 0.0 for t in wide)
+    assert all(t["block_pairs"] == 9 / 8192 and t["pooled_blocks"] == 3.0 for t in wide)
+    with pytest.raises(ValueError, match="block_size must be one of"):
+        block_sparse_tiles(build_block_sparse_index(ids), 32)
 
 
 def test_a_shape_tiles_follow_the_kernel_walk():
@@ -122,3 +129,7 @@ def test_score_layer_rejects_bad_arguments():
         score_layer(q.expand(2, -1, -1, -1), q, q, candidate_space(64))
     with pytest.raises(TypeError, match=r"candidates\[0\]"):
         score_layer(q, q, q, ["dense"])
+    from minference.patterns import BlockSparse
+
+    with pytest.raises(ValueError, match=r"candidates\[0\].*block_size in \(64, 128\) only, got 32"):
+        score_layer(q, q, q, [BlockSparse(top_k=1, block_size=32)])

@@ -6,9 +6,11 @@ off the same index the kernel walks, so they count exactly the work the kernel d
 - vertical-slash: the key blocks walked (``block_count``), plus the gathered column tiles
   (``ceil(column_count / 64)`` per query block), plus the estimation (the last 64 queries against every key:
   ``ceil(N / 64)`` tiles per head);
-- block-sparse: the key blocks listed per query block (``block_count``), plus the pooled estimation: ``R^2 / 8192``
-  tiles for the ``R x R`` pooled score matrix (``2 * 64 * 64`` products per tile, key ``block_pairs``) and ``R``
-  pooled blocks (``pooled_blocks``, weight 0 unless calibrated: their cost is memory traffic, not products);
+- block-sparse: the key blocks listed per query block (``block_count``; with 128-token blocks under key ``wide``,
+  one per 128 x 128 tile, weighted as four 64 x 64 tiles unless calibrated), plus the pooled estimation:
+  ``R^2 / 8192`` tiles for the ``R x R`` pooled score matrix (``2 * 64 * 64`` products per tile, key
+  ``block_pairs``) and ``R`` pooled blocks (``pooled_blocks``, weight 0 unless calibrated: their cost is memory
+  traffic, not products);
 - A-shape: the sink blocks and window blocks of every query block, as the kernel derives them from ``(sink, local)``;
 - dense: every causal tile, ``R (R + 1) / 2``.
 """
@@ -29,7 +31,7 @@ UPSTREAM_VERTICAL_SLASH = ((30, 800), (100, 800), (500, 700), (1000, 4096), (100
 """The ``(vertical, slash)`` budgets of the upstream MInference configs, always among the candidates when they fit."""
 
 
-WEIGHTS = ("walked", "gathered", "estimate", "block_pairs", "pooled_blocks")
+WEIGHTS = ("walked", "gathered", "estimate", "block_pairs", "pooled_blocks", "wide")
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,14 @@ class TileCosts:
     """Weights that turn tile counts into one cost, all in ``unit``: ``walked`` (a contiguous key tile),
     ``gathered`` (a tile of gathered vertical columns), ``estimate`` (a vertical-slash estimation tile: the last 64
     queries against 64 keys), ``block_pairs`` (a block-sparse estimation tile of pooled block pairs; the same as
-    ``estimate`` unless given) and ``pooled_blocks`` (one pooled 64-token block; 0 unless given).
+    ``estimate`` unless given), ``pooled_blocks`` (one pooled block; 0 unless given) and ``wide`` (one 128 x 128
+    tile of block-sparse with 128-token blocks; four times ``walked`` unless given, its products in 64 x 64 tiles).
 
     The default counts tiles. A measured calibration (e.g. ms per tile of each kind on the target GPU, from the
     micro-benchmark) makes the search compare candidates by predicted time instead. The two estimators need their
     own weights there: block-sparse estimation time grows as ``a R + b R^2``, not as vertical-slash's ``N / 64``.
+    On an H100/H200, where 128-token blocks run as whole 128 x 128 programs, a 128 x 128 tile measured about 3.6
+    times a 64 x 64 one (``wide`` = 3.6 ``walked``: 74 against 67 % of cuDNN's rate at 128K, docs/benchmarks.md).
 
     Raises:
         ValueError: a weight is negative or not finite, or ``unit`` is empty.
@@ -52,12 +57,13 @@ class TileCosts:
     estimate: float = 1.0
     block_pairs: float | None = None
     pooled_blocks: float = 0.0
+    wide: float | None = None
     unit: str = "tiles"
 
     def __post_init__(self):
         for name in WEIGHTS:
             value = getattr(self, name)
-            if name == "block_pairs" and value is None:
+            if name in ("block_pairs", "wide") and value is None:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -65,11 +71,14 @@ class TileCosts:
             raise ValueError("unit must be a non-empty string")
 
     def cost(self, tiles: dict) -> float:
-        """Weighted cost of a ``{"walked", "gathered", "estimate"[, "block_pairs", "pooled_blocks"]}`` count.
-        Counts without the block-sparse keys (scores of earlier versions) carry its estimation in ``estimate``."""
+        """Weighted cost of a ``{"walked", "gathered", "estimate"[, "block_pairs", "pooled_blocks", "wide"]}``
+        count. Counts without the block-sparse keys (scores of earlier versions) carry its estimation in
+        ``estimate``."""
         block_pairs = self.estimate if self.block_pairs is None else self.block_pairs
+        wide = 4 * self.walked if self.wide is None else self.wide
         return (self.walked * tiles["walked"] + self.gathered * tiles["gathered"] + self.estimate * tiles["estimate"]
-                + block_pairs * tiles.get("block_pairs", 0.0) + self.pooled_blocks * tiles.get("pooled_blocks", 0.0))
+                + block_pairs * tiles.get("block_pairs", 0.0) + self.pooled_blocks * tiles.get("pooled_blocks", 0.0)
+                + wide * tiles.get("wide", 0.0))
 
     @classmethod
     def parse(cls, text: str) -> TileCosts:
@@ -89,6 +98,10 @@ class TileCosts:
         return cls(**values)
 
 
+SEARCHED_BLOCK_SIZES = (TILE, 2 * TILE)
+"""Block sizes of the block-sparse candidates: the kernel tile, and 128 (one 128 x 128 program per block)."""
+
+
 def _ladder(low: int, high: int) -> list[int]:
     values, x = [], low
     while x <= high:
@@ -105,7 +118,8 @@ def candidate_space(n: int) -> list:
       ``slash = 100 + free`` with ``free in {0, 2, 8, 32, ...}`` (x4) up to ``n``. The 100 nearest diagonals are
       always kept, and each free diagonal can add two tile-diagonals to the walk, so the free part grows
       geometrically from a few; plus the upstream budgets that fit;
-    - block-sparse (block size 64): ``top_k`` doubling from 1 below the number of blocks;
+    - block-sparse with 64-token blocks: ``top_k`` doubling from 1 below the number of blocks; the same with
+      128-token blocks (whole 128 x 128 programs on Hopper, cheaper per product but coarser);
     - dense.
 
     Raises:
@@ -120,8 +134,9 @@ def candidate_space(n: int) -> list:
     pairs = {(v, s) for v in verticals for s in slashes if v <= n and s <= n}
     pairs |= {(v, s) for v, s in UPSTREAM_VERTICAL_SLASH if v <= n and s <= n}
     candidates += [VerticalSlash(vertical=v, slash=s) for v, s in sorted(pairs)]
-    blocks = -(-n // TILE)
-    candidates += [BlockSparse(top_k=t) for t in _ladder(1, blocks) if t < blocks]
+    for block_size in SEARCHED_BLOCK_SIZES:
+        blocks = -(-n // block_size)
+        candidates += [BlockSparse(top_k=t, block_size=block_size) for t in _ladder(1, blocks) if t < blocks]
     candidates.append(Dense())
     return candidates
 
@@ -157,15 +172,17 @@ def vertical_slash_tiles(index: VerticalSlashIndex, n: int) -> list[dict]:
     ]
 
 
-def block_sparse_tiles(index: BlockSparseIndex) -> list[dict]:
-    """Tiles per head of a ``(1, H, R, K)`` block-sparse index: listed blocks and the pooled estimation."""
+def block_sparse_tiles(index: BlockSparseIndex, block_size: int = TILE) -> list[dict]:
+    """Tiles per head of a ``(1, H, R, K)`` block-sparse index: listed blocks (``walked`` for 64-token blocks,
+    ``wide`` for 128-token ones) and the pooled estimation."""
+    if block_size not in SEARCHED_BLOCK_SIZES:
+        raise ValueError(f"block_size must be one of {SEARCHED_BLOCK_SIZES}, got {block_size}")
     blocks = index.block_count.shape[-1]
-    walked = index.block_count[0].sum(dim=-1, dtype=torch.int64)
-    return [
-        {"walked": float(w), "gathered": 0.0, "estimate": 0.0, "block_pairs": blocks * blocks / 8192,
-         "pooled_blocks": float(blocks)}
-        for w in walked.tolist()
-    ]
+    listed = index.block_count[0].sum(dim=-1, dtype=torch.int64)
+    estimation = {"estimate": 0.0, "block_pairs": blocks * blocks / 8192, "pooled_blocks": float(blocks)}
+    if block_size == TILE:
+        return [{"walked": float(w), "gathered": 0.0, **estimation} for w in listed.tolist()]
+    return [{"walked": 0.0, "gathered": 0.0, **estimation, "wide": float(w)} for w in listed.tolist()]
 
 
 def kind_rank(pattern) -> int:

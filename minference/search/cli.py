@@ -110,7 +110,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="last query rows on which output error is measured, 0 to skip (default 64)")
     parser.add_argument("--tile-costs", type=_tile_costs, default=TileCosts(),
                         help="cost weights, e.g. 'walked=6.1e-6,gathered=6.1e-6,estimate=1.33e-4,block_pairs=1.7e-4,"
-                             "pooled_blocks=7.4e-5,unit=ms' (default: tiles; block_pairs follows estimate unless given)")
+                             "pooled_blocks=7.4e-5,unit=ms' (default: tiles; block_pairs follows estimate and wide, a "
+                             "128 x 128 tile, 4 x walked unless given)")
     parser.add_argument("--work-dir", help="folder of per-layer scores, for resuming (default OUT.partial)")
     parser.add_argument("--model-name", help="model name recorded in the provenance (default --model)")
     parser.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")

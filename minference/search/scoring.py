@@ -35,7 +35,7 @@ from ..index import (
 from ..patterns import AShape, BlockSparse, Dense, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
 from ..patterns import vertical_slash as vertical_slash_pattern
-from .candidates import a_shape_tiles, block_sparse_tiles, dense_tiles, vertical_slash_tiles
+from .candidates import SEARCHED_BLOCK_SIZES, a_shape_tiles, block_sparse_tiles, dense_tiles, vertical_slash_tiles
 
 WORK_BYTES = 1 << 28
 """Memory one streamed chunk of probabilities (and its running sums) may use."""
@@ -75,7 +75,7 @@ def _tiles(candidate, index, n: int, heads: int) -> list[dict]:
     if isinstance(candidate, VerticalSlash):
         return vertical_slash_tiles(index, n)
     if isinstance(candidate, BlockSparse):
-        return block_sparse_tiles(index)
+        return block_sparse_tiles(index, candidate.block_size)
     if isinstance(candidate, AShape):
         return [a_shape_tiles(n, candidate.sink, candidate.local)] * heads
     return [dense_tiles(n)] * heads
@@ -170,14 +170,17 @@ def _vertical_slash_mass(index, column_mass: torch.Tensor, tile_mass: torch.Tens
     return mass + (column_mass * gathered).sum(dim=2)
 
 
-def _block_sparse_mass(index, tile_mass: torch.Tensor) -> torch.Tensor:
-    """Mass per head and query block, ``(G, R)``, of the listed blocks."""
-    groups, blocks, _ = tile_mass.shape
-    slots = index.blocks.shape[-1]
+def _block_sparse_mass(index, tile_mass: torch.Tensor, block_size: int = TILE) -> torch.Tensor:
+    """Mass per head and 64-row query block, ``(G, R)``, of the listed blocks. A listed block of ``block_size``
+    tokens covers ``(block_size / 64)^2`` tiles (tiles right of the diagonal have no mass)."""
+    groups, tiles, _ = tile_mass.shape
+    blocks, slots = index.blocks.shape[-2:]
     walked_slot = torch.arange(slots, device=tile_mass.device).view(1, 1, -1) < index.block_count[0].unsqueeze(-1)
     walked = torch.zeros(groups, blocks, blocks + 1, dtype=torch.bool, device=tile_mass.device)
     walked.scatter_(2, torch.where(walked_slot, index.blocks[0].long(), blocks), walked_slot)
-    return (tile_mass * walked[..., :blocks]).sum(dim=2)
+    per_block = block_size // TILE
+    walked = walked[..., :blocks].repeat_interleave(per_block, dim=1).repeat_interleave(per_block, dim=2)
+    return (tile_mass * walked[:, :tiles, :tiles]).sum(dim=2)
 
 
 def _mask_rows(candidate, index, n: int, row_start: int, heads: int) -> torch.Tensor | None:
@@ -227,7 +230,7 @@ def score_layer(
 
     Args:
         q: ``(1, Hq, N, D)``; k, v: ``(1, Hkv, N, D)`` (after RoPE), ``Hq % Hkv == 0``.
-        candidates: patterns (:class:`AShape`, :class:`VerticalSlash`, :class:`BlockSparse` with block size 64,
+        candidates: patterns (:class:`AShape`, :class:`VerticalSlash`, :class:`BlockSparse` with block size 64 or 128,
             :class:`Dense`), e.g. from :func:`~minference.search.candidates.candidate_space`.
         sm_scale: score scale, default ``1 / sqrt(D)``.
         error_rows: last query rows on which the output error is measured; 0 skips it (error reported as 0).
@@ -238,7 +241,7 @@ def score_layer(
         same over the rows of the last query block, ``e`` the mean relative L2 output error on the last rows.
 
     Raises:
-        ValueError: batch is not 1, shapes disagree, ``error_rows < 0`` or a block-sparse block size is not 64.
+        ValueError: batch is not 1, shapes disagree, ``error_rows < 0`` or a block-sparse block size is not 64 or 128.
         TypeError: a candidate is not a pattern.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or q.shape[0] != 1:
@@ -250,8 +253,9 @@ def score_layer(
     for slot, candidate in enumerate(candidates):
         if not isinstance(candidate, (AShape, VerticalSlash, BlockSparse, Dense)):
             raise TypeError(f"candidates[{slot}] must be a pattern, got {candidate!r}")
-        if isinstance(candidate, BlockSparse) and candidate.block_size != TILE:
-            raise ValueError(f"candidates[{slot}]: the search scores block-sparse with block_size {TILE} only")
+        if isinstance(candidate, BlockSparse) and candidate.block_size not in SEARCHED_BLOCK_SIZES:
+            raise ValueError(f"candidates[{slot}]: the search scores block-sparse with block_size in "
+                             f"{SEARCHED_BLOCK_SIZES} only, got {candidate.block_size}")
     _, hq, n, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
     indices = _indices(q, k, candidates, sm_scale)
@@ -273,7 +277,7 @@ def score_layer(
             if isinstance(candidate, VerticalSlash):
                 kept = _vertical_slash_mass(_select(index, head_index), column_mass, tile_mass)
             elif isinstance(candidate, BlockSparse):
-                kept = _block_sparse_mass(_select(index, head_index), tile_mass)
+                kept = _block_sparse_mass(_select(index, head_index), tile_mass, candidate.block_size)
             else:
                 continue
             recall[slot, heads] = (kept.sum(dim=1) / total).cpu()
