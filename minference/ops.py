@@ -23,7 +23,7 @@ from .index import (
     vertical_slash_index_mask_rows,
 )
 from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
-from .kernels._utils import shared_memory_fits, tile_shared_bytes
+from .kernels._utils import launch_options, shared_memory_fits, tile_shared_bytes
 from .kernels.gqa_pack import check_pack, default_pack, pack_fits, plan_packs
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
 from .patterns import a_shape as a_shape_pattern
@@ -181,11 +181,6 @@ def _pair_programs(rows_per_program: Optional[int], q: torch.Tensor) -> bool:
     return rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
 
 
-WIDE_STAGES = 3
-"""K/V pipeline stages of a 128 x 128 block-sparse program, as :func:`~minference.kernels._utils.launch_options`
-gives them to half-precision rows of at most 256 bytes."""
-
-
 def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: torch.Tensor) -> bool:
     """Whether 128-token blocks run as whole 128 x 128 tiles on 8 warps: by default (``rows_per_program`` None) and
     when asked for (128), in half precision at head_dim <= 128, where the query tile and three K/V stages fit in the
@@ -194,7 +189,9 @@ def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: to
     and 1.05-1.10x faster than 64-token blocks of the same coverage (top_k 100 against 50)."""
     if rows_per_program == 64 or block_size != 2 * TILE or q.dtype not in HALF_DTYPES or q.shape[-1] > 128:
         return False
-    return shared_memory_fits(tile_shared_bytes(2 * TILE, 2 * TILE, q.shape[-1], q.dtype, WIDE_STAGES), q.device)
+    head_dim, rows = q.shape[-1], 2 * TILE
+    stages = launch_options(head_dim, q.dtype, rows).get("num_stages", 1)  # none under the interpreter
+    return shared_memory_fits(tile_shared_bytes(rows, rows, head_dim, q.dtype, stages), q.device)
 
 
 def _check_block_size(block_size: int) -> None:

@@ -138,9 +138,11 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
     assert _utils.shared_memory_fits(1 << 40, torch.device("cpu")), "the interpreter has no shared-memory limit"
     monkeypatch.setattr(_utils, "_opt_in_shared_bytes", lambda index: shared_bytes)
     assert _utils.shared_memory_fits(224 * 1024, torch.device("cuda", 0)) is wide
-    # the CPU tensors stand in for CUDA ones: only the device's shared memory is consulted
+    # the CPU tensors stand in for CUDA ones: the device's shared memory and the compiled launch's three stages
+    # (what launch_options gives half-precision rows of <= 256 bytes off the interpreter) decide
     monkeypatch.setattr(ops, "shared_memory_fits", lambda nbytes, device: _utils.shared_memory_fits(
         nbytes, torch.device("cuda", 0)))
+    monkeypatch.setattr(ops, "launch_options", lambda head_dim, dtype, rows: {"num_warps": rows // 16, "num_stages": 3})
     launched = []
     monkeypatch.setattr(kernels, "block_sparse_forward",
                         lambda *args, wide=False, **kw: launched.append((args[4], wide)))
