@@ -1,0 +1,36 @@
+"""The kernel of ``tools/hopper_body_probe.py`` (dense causal attention through TMA tensor descriptors) computes
+causal attention, so the timings it reports are of a correct kernel."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import DEVICE, ON_GPU, assert_matches_reference, random_qkv
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import hopper_body_probe  # noqa: E402
+
+pytestmark = pytest.mark.kernels
+NEEDS_TMA = ON_GPU and torch.cuda.get_device_capability()[0] < 9
+
+
+@pytest.mark.skipif(NEEDS_TMA, reason="tensor-descriptor (TMA) loads need sm90 or newer")
+@pytest.mark.parametrize("variant", hopper_body_probe.VARIANTS, ids=lambda v: "{}x{}-w{}-s{}-ws{}".format(*v))
+def test_tma_probe_kernel_equals_causal_reference(variant):
+    block_m, block_n, warps, stages, warp_specialize = variant
+    dtype = torch.bfloat16 if ON_GPU else torch.float32
+    q, k, v = random_qkv(2, 4, 2, 256, 64, dtype, seed=block_m + block_n + warps)
+    try:
+        out = hopper_body_probe.tma_attention(q, k, v, block_m, block_n, warps, stages, warp_specialize)
+    except RuntimeError as error:  # the probe records such variants as errors; a wrong result is never excused
+        if ON_GPU and "PassManager" in str(error):
+            pytest.xfail(f"this Triton cannot compile the variant: {error}")
+        raise
+    mask = torch.ones(256, 256, dtype=torch.bool, device=DEVICE).tril()
+    assert_matches_reference(out, q, k, v, mask, what=f"tma probe {variant}")
+
+
+def test_tma_probe_refuses_lengths_its_tiles_do_not_divide():
+    q = torch.zeros(1, 2, 100, 64, device=DEVICE)
+    with pytest.raises(ValueError, match=r"N \(100\) must be a multiple of BLOCK_M \(64\)"):
+        hopper_body_probe.tma_attention(q, q[:, :1], q[:, :1], 64, 64, 4, 3, False)
