@@ -11,10 +11,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import hopper_body_probe  # noqa: E402
 
 pytestmark = pytest.mark.kernels
-NEEDS_TMA = ON_GPU and torch.cuda.get_device_capability()[0] < 9
+GPU_WITHOUT_TMA = ON_GPU and torch.cuda.get_device_capability()[0] < 9
 
 
-@pytest.mark.skipif(NEEDS_TMA, reason="tensor-descriptor (TMA) loads need sm90 or newer")
+@pytest.mark.skipif(GPU_WITHOUT_TMA, reason="tensor-descriptor (TMA) loads need sm90 or newer")
 @pytest.mark.parametrize("variant", hopper_body_probe.VARIANTS, ids=lambda v: "{}x{}-w{}-s{}-ws{}".format(*v))
 def test_tma_probe_kernel_equals_causal_reference(variant):
     block_m, block_n, warps, stages, warp_specialize = variant
