@@ -18,9 +18,17 @@ from minference.bench import flex as flex_masks
 from minference.bench.kernels import budget_label, dense_call, estimate_call, pattern_cases
 from minference.bench.shapes import DENSE_METHODS
 from minference.bench.suite import SWEEP, make_row, record, run_benchmark
-from minference.patterns import AShape
+from minference.patterns import AShape, BlockSparse
 
 pytestmark = pytest.mark.bench
+
+
+def _pattern_id(pattern) -> str:
+    """The pattern's name, plus the block size of block-sparse patterns other than the 64-token default, so the ids
+    of earlier saved runs still match (``--benchmark-compare``)."""
+    if isinstance(pattern, BlockSparse) and pattern.block_size != 64:
+        return f"{pattern.name}{pattern.block_size}"
+    return pattern.name
 
 
 def _pattern_cases():
@@ -39,7 +47,7 @@ def _pattern_cases():
                         pattern,
                         index_set,
                         method,
-                        id=f"{shape.label}-{method}-{pattern.name}-{index_set}",
+                        id=f"{shape.label}-{method}-{_pattern_id(pattern)}-{index_set}",
                     )
 
 

@@ -84,7 +84,8 @@ class Sweep:
 
     name: str
     shapes: tuple[Shape, ...]
-    patterns: tuple = (VerticalSlash(1000, 6096), BlockSparse(top_k=100), AShape(sink=128, local=4096))
+    patterns: tuple = (VerticalSlash(1000, 6096), BlockSparse(top_k=100), BlockSparse(top_k=50, block_size=128),
+                       AShape(sink=128, local=4096))
     index_sets: tuple[str, ...] = INDEX_SETS
     flex: bool = True
     dense_max_n: Optional[int] = None
@@ -137,6 +138,7 @@ SWEEPS: dict[str, Sweep] = {
             patterns=(
                 VerticalSlash(vertical=8, slash=40, sink=4, local=16),
                 BlockSparse(top_k=2),
+                BlockSparse(top_k=1, block_size=128),
                 AShape(sink=16, local=64),
             ),
             flex=False,
