@@ -14,20 +14,26 @@ pytestmark = pytest.mark.kernels
 GPU_WITHOUT_TMA = ON_GPU and torch.cuda.get_device_capability()[0] < 9
 
 
+CASES = [(variant, False) for variant in hopper_body_probe.VARIANTS] + \
+    [(variant, True) for variant in hopper_body_probe.BLOCK_ID_VARIANTS]
+
+
 @pytest.mark.skipif(GPU_WITHOUT_TMA, reason="tensor-descriptor (TMA) loads need sm90 or newer")
-@pytest.mark.parametrize("variant", hopper_body_probe.VARIANTS, ids=lambda v: "{}x{}-w{}-s{}-ws{}".format(*v))
-def test_tma_probe_kernel_equals_causal_reference(variant):
+@pytest.mark.parametrize("variant, block_ids", CASES,
+                         ids=lambda case: "{}x{}-w{}-s{}-ws{}".format(*case) if isinstance(case, tuple) else
+                         ("block-ids" if case else "in-order"))
+def test_tma_probe_kernel_equals_causal_reference(variant, block_ids):
     block_m, block_n, warps, stages, warp_specialize = variant
     dtype = torch.bfloat16 if ON_GPU else torch.float32
     q, k, v = random_qkv(2, 4, 2, 256, 64, dtype, seed=block_m + block_n + warps)
     try:
-        out = hopper_body_probe.tma_attention(q, k, v, block_m, block_n, warps, stages, warp_specialize)
+        out = hopper_body_probe.tma_attention(q, k, v, block_m, block_n, warps, stages, warp_specialize, block_ids)
     except RuntimeError as error:  # the probe records such variants as errors; a wrong result is never excused
         if ON_GPU and "PassManager" in str(error):
             pytest.xfail(f"this Triton cannot compile the variant: {error}")
         raise
     mask = torch.ones(256, 256, dtype=torch.bool, device=DEVICE).tril()
-    assert_matches_reference(out, q, k, v, mask, what=f"tma probe {variant}")
+    assert_matches_reference(out, q, k, v, mask, what=f"tma probe {variant}, block ids {block_ids}")
 
 
 def test_tma_probe_refuses_lengths_its_tiles_do_not_divide():

@@ -7,8 +7,11 @@ is left is what FlashAttention-3 uses on Hopper: TMA loads (``tl.make_tensor_des
 ``TensorDescriptor``: one asynchronous copy per tile instead of per-thread addresses) and warp specialisation
 (``tl.range(..., warp_specialize=True)``: producer warps load while consumer warps compute). This probe times a
 dense causal forward written with them, at the tile shapes the sparse kernels could use, against cuDNN and the
-library's own body (A-shape at ``local = N``) in the same call. Each variant's output is compared with cuDNN's; a
-variant this Triton cannot compile is recorded with its error, not dropped.
+library's own body (A-shape at ``local = N``) in the same call. Two more pairs separate the cost of reading tile
+positions from an index (what the sparse kernels do): the library's block-sparse kernel with every causal block
+listed, against its body; and the TMA kernel with its tiles addressed through a list of block ids, against the same
+kernel walking them in order. Each output is compared with cuDNN's; a variant this Triton cannot compile is
+recorded with its error, not dropped.
 
 A variant worth adopting must beat the library's body at 64 x 64 (what vertical-slash and 64-token block-sparse use)
 or at 128 x 128 (128-token block-sparse): TMA takes a runtime row offset, so a block id or a block offset read from
@@ -37,6 +40,8 @@ VARIANTS = [
     (128, 64, 8, 3, False), (128, 64, 8, 3, True),
     (128, 128, 8, 2, False), (128, 128, 8, 2, True), (128, 128, 8, 3, False), (128, 128, 8, 3, True),
 ]
+# the sparse kernels' tile shapes, with each tile's position read from an index as their walks do
+BLOCK_ID_VARIANTS = [(64, 64, 4, 3, False), (128, 128, 8, 3, False)]
 
 
 @triton.jit
@@ -56,11 +61,13 @@ def _online_step(acc, m_i, l_i, q, k, v, scale_log2, offs_m, start_n,
 
 
 @triton.jit
-def _dense_causal_tma_kernel(desc_q, desc_k, desc_v, desc_o, n_ctx, heads, group, scale_log2,
+def _dense_causal_tma_kernel(desc_q, desc_k, desc_v, desc_o, BlockIds, n_ctx, heads, group, scale_log2,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                             STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
+                             STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, BLOCK_IDS: tl.constexpr):
     """Dense causal attention over ``(B * H * N, D)`` row views; requires ``BLOCK_M % BLOCK_N == 0`` and
-    ``n_ctx % BLOCK_M == 0`` (the probe's lengths)."""
+    ``n_ctx % BLOCK_M == 0`` (the probe's lengths). With ``BLOCK_IDS`` the tiles left of the diagonal are addressed
+    through ``BlockIds`` (every key block, in order), the way a block-sparse kernel reads its list: same work, plus
+    an index load that each tile's address depends on."""
     start_m = tl.program_id(0)
     batch_head = tl.program_id(1)
     batch = batch_head // heads
@@ -72,7 +79,10 @@ def _dense_causal_tma_kernel(desc_q, desc_k, desc_v, desc_o, n_ctx, heads, group
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     diagonal = start_m * BLOCK_M
-    for start_n in tl.range(0, diagonal, BLOCK_N, num_stages=STAGES, warp_specialize=WARP_SPECIALIZE):
+    for walked in tl.range(0, diagonal, BLOCK_N, num_stages=STAGES, warp_specialize=WARP_SPECIALIZE):
+        start_n = walked
+        if BLOCK_IDS:
+            start_n = tl.load(BlockIds + walked // BLOCK_N) * BLOCK_N
         k = desc_k.load([kv_row + start_n, 0])
         v = desc_v.load([kv_row + start_n, 0])
         acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, scale_log2, offs_m, start_n, BLOCK_N, False)
@@ -83,13 +93,15 @@ def _dense_causal_tma_kernel(desc_q, desc_k, desc_v, desc_o, n_ctx, heads, group
     desc_o.store([q_row, 0], (acc / l_i[:, None]).to(desc_o.dtype))
 
 
-def tma_attention(q, k, v, block_m: int, block_n: int, warps: int, stages: int, warp_specialize: bool):
+def tma_attention(q, k, v, block_m: int, block_n: int, warps: int, stages: int, warp_specialize: bool,
+                  block_ids: bool = False, out=None):
     """Dense causal ``softmax(q k^T / sqrt(d)) v`` with the TMA kernel; ``q (B, H, N, D)``, ``k, v (B, Hkv, N, D)``
-    contiguous, ``N`` a multiple of ``block_m``."""
+    contiguous, ``N`` a multiple of ``block_m``; ``block_ids`` reads each key tile's position from an index. Writes
+    ``out`` (a new NaN-filled tensor if None) and returns it."""
     batch, heads, n_ctx, head_dim = q.shape
     if n_ctx % block_m or block_m % block_n:
         raise ValueError(f"N ({n_ctx}) must be a multiple of BLOCK_M ({block_m}), and BLOCK_M of BLOCK_N ({block_n})")
-    out = torch.full_like(q, float("nan"))
+    out = torch.full_like(q, float("nan")) if out is None else out
     rows = lambda t: t.reshape(-1, head_dim)  # noqa: E731
     desc_q = TensorDescriptor.from_tensor(rows(q), [block_m, head_dim])
     desc_o = TensorDescriptor.from_tensor(rows(out), [block_m, head_dim])
@@ -98,9 +110,10 @@ def tma_attention(q, k, v, block_m: int, block_n: int, warps: int, stages: int, 
     scale_log2 = LOG2E / math.sqrt(head_dim)
     grid = (n_ctx // block_m, batch * heads)
     options = {} if os.environ.get("TRITON_INTERPRET") == "1" else {"num_warps": warps}
-    _dense_causal_tma_kernel[grid](desc_q, desc_k, desc_v, desc_o, n_ctx, heads, heads // k.shape[1], scale_log2,
-                                   BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim, STAGES=stages,
-                                   WARP_SPECIALIZE=warp_specialize, **options)
+    ids = torch.arange(n_ctx // block_n, dtype=torch.int32, device=q.device)
+    _dense_causal_tma_kernel[grid](desc_q, desc_k, desc_v, desc_o, ids, n_ctx, heads, heads // k.shape[1],
+                                   scale_log2, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim, STAGES=stages,
+                                   WARP_SPECIALIZE=warp_specialize, BLOCK_IDS=block_ids, **options)
     return out
 
 
@@ -113,6 +126,8 @@ def run_length(n: int) -> list:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from minference.bench.timing import time_reps
+    from minference.index import build_block_sparse_index
+    from minference.kernels import sparse_attention as sa
     from tile_shape_probe import launch_a_shape
 
     torch.manual_seed(0)
@@ -126,23 +141,39 @@ def run_length(n: int) -> list:
         cudnn = lambda: F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True)  # noqa: E731
         cudnn_ms, reference = time_reps(cudnn, reps).median_ms, cudnn()
     rows = [dict(n=n, method="sdpa_cudnn", ms=cudnn_ms, tflops=flops / cudnn_ms / 1e9, share_of_cudnn=1.0)]
-    body_out = torch.empty_like(q)
-    for block, stages in ((64, 3), (128, 3)):
-        ms = time_reps(lambda: launch_a_shape(q, k, v, body_out, 0, n, block, block, block // 16, stages, 1),
-                       reps).median_ms
-        rows.append(dict(n=n, method=f"library body {block}x{block}", ms=ms, tflops=flops / ms / 1e9,
-                         share_of_cudnn=cudnn_ms / ms, max_diff=float((body_out - reference).abs().max())))
-    for block_m, block_n, warps, stages, ws in VARIANTS:
-        label = f"tma {block_m}x{block_n} w{warps} s{stages}" + (" ws" if ws else "")
+
+    out = torch.empty_like(q)  # every variant writes here, poisoned before its first call
+    heads = torch.arange(HEADS, device="cuda", dtype=torch.int32)
+
+    def timed(label: str, run) -> None:
+        """One row: ``run()`` writes ``out``; a variant this Triton cannot build is a result too."""
         try:
-            run = lambda: tma_attention(q, k, v, block_m, block_n, warps, stages, ws)  # noqa: E731
-            out = run()
+            out.fill_(float("nan"))
+            run()
+            diff, has_nan = float((out - reference).abs().max()), bool(out.isnan().any())
             ms = time_reps(run, reps).median_ms
             rows.append(dict(n=n, method=label, ms=ms, tflops=flops / ms / 1e9, share_of_cudnn=cudnn_ms / ms,
-                             max_diff=float((out - reference).abs().max()), nan=bool(out.isnan().any())))
-        except Exception as error:  # a variant this Triton cannot build is a result too
+                             max_diff=diff, nan=has_nan))
+        except Exception as error:
             rows.append(dict(n=n, method=label, error=f"{type(error).__name__}: {str(error)[:300]}"))
         print(json.dumps(rows[-1]), flush=True)
+
+    for block in (64, 128):
+        timed(f"library body {block}x{block} (A-shape at local = N)",
+              lambda: launch_a_shape(q, k, v, out, 0, n, block, block, block // 16, 3, 1))
+        # the library's block-sparse kernel with every causal block listed: the body plus its index walk (the
+        # index is built once, outside the timing, as the integration builds it once per layer)
+        blocks = n // block
+        ids = torch.arange(blocks, device="cuda", dtype=torch.int32).expand(blocks, blocks)
+        index = build_block_sparse_index(torch.where(ids <= ids.T, ids, -1).expand(1, HEADS, blocks, blocks))
+        timed(f"library block-sparse {block}-token blocks, every block listed",
+              lambda: sa.block_sparse_forward(q, k, v, index, block, heads, out, wide=block == 128))
+    for block_m, block_n, warps, stages, ws in VARIANTS:
+        timed(f"tma {block_m}x{block_n} w{warps} s{stages}" + (" ws" if ws else ""),
+              lambda: tma_attention(q, k, v, block_m, block_n, warps, stages, ws, out=out))
+    for block_m, block_n, warps, stages, ws in BLOCK_ID_VARIANTS:
+        timed(f"tma {block_m}x{block_n} w{warps} s{stages}, tiles addressed through block ids",
+              lambda: tma_attention(q, k, v, block_m, block_n, warps, stages, ws, block_ids=True, out=out))
     return rows
 
 
