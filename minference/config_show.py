@@ -21,14 +21,16 @@ def _short(value: int) -> str:
 
 
 def budget_label(entry: dict) -> str:
-    """A compact budget: ``sink/local`` for A-shape, ``vertical/slash`` for vertical-slash, ``kTOP`` for blocks."""
+    """A compact budget: ``sink/local`` for A-shape, ``vertical/slash`` for vertical-slash, ``kTOP`` for blocks
+    (``kTOPxSIZE`` for blocks other than 64 tokens)."""
     pattern = entry["pattern"]
     if pattern == "a_shape":
         return f"{_short(entry.get('sink', 128))}/{_short(entry.get('local', 3968))}"
     if pattern == "vertical_slash":
         return f"{_short(entry.get('vertical', 1000))}/{_short(entry.get('slash', 6096))}"
     if pattern == "block_sparse":
-        return f"k{entry.get('top_k', 100)}"
+        block_size = entry.get("block_size", 64)
+        return f"k{entry.get('top_k', 100)}" + ("" if block_size == 64 else f"x{block_size}")
     return "dense"
 
 

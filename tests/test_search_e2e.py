@@ -162,3 +162,11 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
         with pytest.raises(SystemExit):
             _cli(["search", "--model", "x", "--length", "64", "--out", str(tmp_path / "c.json"), *argv])
         assert word in capsys.readouterr().err
+
+
+def test_budget_labels_tell_block_sizes_apart():
+    labels = [config_show.budget_label(entry) for entry in (
+        {"pattern": "block_sparse", "top_k": 8, "block_size": 64}, {"pattern": "block_sparse", "top_k": 8},
+        {"pattern": "block_sparse", "top_k": 8, "block_size": 128}, {"pattern": "a_shape", "sink": 64, "local": 2048},
+        {"pattern": "vertical_slash", "vertical": 1000, "slash": 6096}, {"pattern": "dense"})]
+    assert labels == ["k8", "k8", "k8x128", "64/2.05K", "1K/6.1K", "dense"]
