@@ -30,10 +30,10 @@ import os
 import torch
 import triton
 import triton.language as tl
+from tile_shape_probe import HEAD_DIM, HEADS, KV_HEADS, causal_flops, launch_a_shape  # same shapes, same count
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
-LOG2E = 1.4426950408889634
+from minference.kernels.sparse_attention import LOG2E
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize)
 VARIANTS = [
     (64, 64, 4, 3, False), (64, 64, 4, 3, True),
@@ -117,10 +117,6 @@ def tma_attention(q, k, v, block_m: int, block_n: int, warps: int, stages: int, 
     return out
 
 
-def causal_flops(n: int) -> float:
-    return 4.0 * HEADS * HEAD_DIM * n * (n + 1) / 2
-
-
 def run_length(n: int) -> list:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -128,14 +124,13 @@ def run_length(n: int) -> list:
     from minference.bench.timing import time_reps
     from minference.index import build_block_sparse_index
     from minference.kernels import sparse_attention as sa
-    from tile_shape_probe import launch_a_shape
 
     torch.manual_seed(0)
     q = torch.randn(1, HEADS, n, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, KV_HEADS, n, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
     reps = 4 if n >= 1 << 17 else 10
-    flops = causal_flops(n)
+    flops = causal_flops(n, 0, n)
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         k_rep, v_rep = k.repeat_interleave(HEADS // KV_HEADS, 1), v.repeat_interleave(HEADS // KV_HEADS, 1)
         cudnn = lambda: F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True)  # noqa: E731
@@ -177,10 +172,7 @@ def run_length(n: int) -> list:
     return rows
 
 
-def main() -> None:
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+def main() -> None:  # run as a script, tools/ is on sys.path: tile_shape_probe imports from there
     out_dir = os.environ.get("OUT", ".")
     rows = []
     for n in (int(x) for x in os.environ.get("NS", "32768,131072").split(",")):

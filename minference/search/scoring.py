@@ -178,9 +178,11 @@ def _block_sparse_mass(index, tile_mass: torch.Tensor, block_size: int = TILE) -
     walked_slot = torch.arange(slots, device=tile_mass.device).view(1, 1, -1) < index.block_count[0].unsqueeze(-1)
     walked = torch.zeros(groups, blocks, blocks + 1, dtype=torch.bool, device=tile_mass.device)
     walked.scatter_(2, torch.where(walked_slot, index.blocks[0].long(), blocks), walked_slot)
+    walked = walked[..., :blocks]
     per_block = block_size // TILE
-    walked = walked[..., :blocks].repeat_interleave(per_block, dim=1).repeat_interleave(per_block, dim=2)
-    return (tile_mass * walked[:, :tiles, :tiles]).sum(dim=2)
+    if per_block > 1:  # a listed block covers per_block x per_block tiles
+        walked = walked.repeat_interleave(per_block, dim=1).repeat_interleave(per_block, dim=2)[:, :tiles, :tiles]
+    return (tile_mass * walked).sum(dim=2)
 
 
 def _mask_rows(candidate, index, n: int, row_start: int, heads: int) -> torch.Tensor | None:
