@@ -31,18 +31,19 @@ SHAPES = [
 
 
 def launch_a_shape(q, k, v, out, sink: int, local: int, block_m: int, block_n: int, warps: int, stages: int,
-                   pack: int) -> None:
-    """``_a_shape_kernel`` over all heads with one budget, ``pack`` query heads of one K/V head per program."""
+                   pack: int, tma: bool = False) -> None:
+    """``_a_shape_kernel`` over all heads with one budget, ``pack`` query heads of one K/V head per program, K/V
+    loaded through pointers or (``tma``) tensor descriptors."""
     n_ctx = q.shape[2]
     group = HEADS // KV_HEADS
     heads = torch.arange(HEADS, device=q.device, dtype=torch.int32)  # consecutive heads share a K/V head
     n_programs = HEADS // pack
     sinks = torch.full((n_programs,), sink, device=q.device, dtype=torch.int32)
     locals_ = torch.full((n_programs,), local, device=q.device, dtype=torch.int32)
-    seqlens, lse_arg, strides, meta, _, scale = sa._launch_setup(
-        q, k, v, out, None, None, None, {"num_warps": warps, "num_stages": stages}, pack * block_m)
+    seqlens, lse_arg, strides, meta, _, scale, descs = sa._launch_setup(
+        q, k, v, out, None, None, None, {"num_warps": warps, "num_stages": stages, "TMA": tma}, pack * block_m, block_n)
     grid = (triton.cdiv(n_ctx, block_m), q.shape[0] * n_programs)
-    sa._a_shape_kernel[grid](q, k, v, out, lse_arg, heads, seqlens, sinks, locals_, *strides, HEADS, n_programs,
+    sa._a_shape_kernel[grid](q, k, v, *descs, out, lse_arg, heads, seqlens, sinks, locals_, *strides, HEADS, n_programs,
                              n_ctx, group, scale, BLOCK_M=block_m, BLOCK_N=block_n, PACK=pack, **meta)
 
 

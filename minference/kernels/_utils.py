@@ -57,3 +57,60 @@ def shared_memory_fits(nbytes: int, device: torch.device) -> bool:
     if device.type != "cuda":
         return True
     return nbytes <= _opt_in_shared_bytes(device.index if device.index is not None else torch.cuda.current_device())
+
+
+TMA_SETTING = "MINFERENCE_TMA"
+"""Environment variable: ``0`` keeps K/V loads on pointers everywhere, ``1`` uses tensor descriptors wherever the
+tensors allow (the Triton interpreter included: how the CPU tests cover that path); unset, the device decides."""
+
+
+@functools.lru_cache(maxsize=None)
+def _compute_capability(device_index: int) -> tuple:
+    return torch.cuda.get_device_capability(device_index)
+
+
+def tma_wanted(device: torch.device) -> bool:
+    """Whether launches on ``device`` load K/V tiles through TMA tensor descriptors: by default on CUDA devices of
+    compute capability 9.0 and later (Hopper's bulk tensor copies; docs/benchmarks.md has the A/B), unless
+    :data:`TMA_SETTING` says otherwise."""
+    setting = os.environ.get(TMA_SETTING, "").strip().lower()
+    if setting in ("0", "1"):
+        return setting == "1"
+    if setting:
+        raise ValueError(f"{TMA_SETTING} must be 0 or 1 (or unset for the device's default), got {setting!r}")
+    if device.type != "cuda" or interpreting():
+        return False
+    return _compute_capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9
+
+
+def _descriptor_layout(t: torch.Tensor, keys: int, block_d: int):
+    """``(shape, strides, block)`` of a 4-d descriptor over ``t (B, H, N, D)`` with its dims in memory order: heads
+    outside positions ``(B, H, N, D)`` or inside them ``(B, N, H, D)``, the tile ``keys x block_d`` of one head.
+    None when TMA cannot address it: the head dim must be contiguous, the base and every other stride 16-byte
+    aligned, a tile row at least 16 bytes and no box side over 256."""
+    size = t.element_size()
+    if t.dim() != 4 or t.stride(3) != 1 or t.data_ptr() % 16 or block_d * size < 16 or max(keys, block_d) > 256:
+        return None
+    batch, heads, n, head_dim = t.shape
+    stride_b, stride_h, stride_n = t.stride()[:3]
+    if heads == 1 or stride_h >= stride_n:
+        shape, strides, block = [batch, heads, n, head_dim], [stride_b, stride_h, stride_n, 1], [1, 1, keys, block_d]
+    else:
+        shape, strides, block = [batch, n, heads, head_dim], [stride_b, stride_n, stride_h, 1], [1, keys, 1, block_d]
+    # a dim of extent 1 is only ever at coordinate 0, so its stride is free: give it one TMA accepts
+    span = max(head_dim, *(st * ex for st, ex in zip(strides[1:3], shape[1:3])))
+    strides = [-(-span // 16) * 16 if extent == 1 else st for st, extent in zip(strides[:3], shape[:3])] + [1]
+    if any(st * size % 16 for st in strides[:3]):
+        return None
+    return shape, strides, block
+
+
+def kv_descriptors(k: torch.Tensor, v: torch.Tensor, keys: int, block_d: int):
+    """TMA descriptors for ``keys``-row tiles of K and V (``(B, Hkv, N, D)``, any strides), or None where either
+    cannot be read that way or the two order their dims differently (the kernels address both alike)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    layouts = [_descriptor_layout(t, keys, block_d) for t in (k, v)]
+    if None in layouts or layouts[0][2] != layouts[1][2]:
+        return None
+    return tuple(TensorDescriptor(t, *layout) for t, layout in zip((k, v), layouts))

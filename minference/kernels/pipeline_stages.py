@@ -8,6 +8,7 @@ block-sparse kernels 4-11 % (docs/benchmarks.md), with nothing in the outputs to
 
     python -m minference.kernels.pipeline_stages            # sm90, the launcher's warps and stages
     python -m minference.kernels.pipeline_stages --arch 80
+    python -m minference.kernels.pipeline_stages --tma     # K/V through tensor descriptors (the sm90 default)
 
 Prints one line per kernel with the buffer count of every K/V tile allocation. It cannot run under
 ``TRITON_INTERPRET=1``, where the kernels are interpreted functions with nothing to compile.
@@ -45,10 +46,12 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: str = "bf16",
-                  num_warps: int | None = None, num_stages: int | None = None, pack: int = 1) -> str:
+                  num_warps: int | None = None, num_stages: int | None = None, pack: int = 1,
+                  tma: bool = False) -> str:
     """The TTGIR of ``kernel`` (``vertical_slash``, ``block_sparse`` or ``a_shape``) compiled for ``sm_{arch}``,
     specialised as the launcher would be for contiguous inputs (unit last stride, 16-byte aligned pointers).
-    ``pack`` > 1 (A-shape only) compiles the GQA-packed program on the launcher's ``4 * pack`` warps."""
+    ``pack`` > 1 (A-shape only) compiles the GQA-packed program on the launcher's ``4 * pack`` warps; ``tma``
+    loads K/V through ``(B, H, N, D)`` tensor descriptors as the launcher does on sm90 and later."""
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
     if pack != 1 and kernel != "a_shape":
@@ -70,7 +73,8 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
     if pack > 1:
         blocks = dict(blocks, PACK=pack)
     constants = dict(blocks, HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), STORE_LSE=False,
-                     PRECISION=dot_precision(_DTYPES[dtype]), EVEN_D=head_dim == block_head_dim(head_dim))
+                     PRECISION=dot_precision(_DTYPES[dtype]), EVEN_D=head_dim == block_head_dim(head_dim), TMA=tma)
+    descriptor = f"tensordesc<{dtype}[1,1,{blocks.get('BLOCK_N', TILE)},{block_head_dim(head_dim)}]>" if tma else None
     # constexpr parameters left at their defaults must still be passed as constants, or they compile as ints
     for param in fn.params:
         if param.is_constexpr and param.has_default and param.name not in constants:
@@ -81,8 +85,10 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
             signature[arg] = "constexpr"
         elif arg.startswith("stride_") and arg.endswith("d"):
             signature[arg], constants[arg] = "constexpr", 1
-        elif arg in ("Q", "K", "V", "Out") or arg in _POINTERS:
-            signature[arg] = f"*{dtype}" if arg in ("Q", "K", "V", "Out") else _POINTERS[arg]
+        elif arg in ("DescK", "DescV") and tma:
+            signature[arg] = descriptor
+        elif arg in ("Q", "K", "V", "Out", "DescK", "DescV") or arg in _POINTERS:  # pointer launches pass K, V
+            signature[arg] = _POINTERS.get(arg, f"*{dtype}")
             divisible.append(position)
         else:
             signature[arg] = "fp32" if arg == "qk_scale" else "i32"
@@ -98,8 +104,8 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
 
 def tile_buffer_depths(ttgir: str, rows: int = TILE, head_dim: int = 128) -> list[int]:
     """Buffer count of every multi-buffered ``rows x head_dim`` shared-memory allocation (the K and V tiles of each
-    pipelined loop), in the order they appear."""
-    pattern = rf"local_alloc\s*:\s*\(\)\s*->\s*!ttg\.memdesc<(\d+)x{rows}x{block_head_dim(head_dim)}x"
+    pipelined loop; ``1x1xrows x head_dim`` for tiles a tensor descriptor loads), in the order they appear."""
+    pattern = rf"local_alloc\s*:\s*\(\)\s*->\s*!ttg\.memdesc<(\d+)x(?:1x1x)?{rows}x{block_head_dim(head_dim)}x"
     return [int(depth) for depth in re.findall(pattern, ttgir)]
 
 
@@ -111,16 +117,17 @@ def main(argv=None) -> int:
     parser.add_argument("--num-stages", type=int, default=None, help="default: the launcher's choice")
     parser.add_argument("--json", action="store_true", help="print {kernel: [buffers, ...]} as JSON")
     parser.add_argument("--a-shape-pack", type=int, default=1, help="also compile the GQA-packed A-shape program")
+    parser.add_argument("--tma", action="store_true", help="K/V through tensor descriptors (the sm90 default)")
     args = parser.parse_args(argv)
     depths = {}
     for kernel in _KERNELS:
         ttgir = compile_ttgir(kernel, arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
-                              num_stages=args.num_stages)
+                              num_stages=args.num_stages, tma=args.tma)
         key_rows = _KERNELS[kernel][1].get("BLOCK_N", TILE)
         depths[kernel] = tile_buffer_depths(ttgir, rows=key_rows, head_dim=args.head_dim)
     if args.a_shape_pack > 1:
         ttgir = compile_ttgir("a_shape", arch=args.arch, head_dim=args.head_dim, dtype=args.dtype,
-                              num_stages=args.num_stages, pack=args.a_shape_pack)
+                              num_stages=args.num_stages, pack=args.a_shape_pack, tma=args.tma)
         depths[f"a_shape_pack{args.a_shape_pack}"] = tile_buffer_depths(ttgir, head_dim=args.head_dim)
     if args.json:
         print(json.dumps(depths))

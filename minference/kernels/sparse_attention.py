@@ -12,6 +12,10 @@ One launch serves a set of query heads (``head_map``): the program for (query bl
 the K/V head ``head // group`` directly, so GQA needs no ``repeat_kv`` copy, and writes its rows of the shared output.
 Offsets are int64: 1M tokens x 32 heads x 128 overflows int32. Rows at or past a sequence's length are written as
 zeros (lse ``-inf``).
+
+Contiguous key tiles load through pointers or, with ``TMA`` (the launcher's choice on sm90 and later), as one bulk
+copy each through tensor descriptors over K and V: 1.08-1.24x faster on an H200 (docs/benchmarks.md). Gathered
+vertical-slash columns always load through pointers.
 """
 from __future__ import annotations
 
@@ -24,31 +28,40 @@ import triton.language as tl
 
 from ..index import BlockSparseIndex, VerticalSlashIndex
 from ..patterns.vertical_slash import TILE
-from ._utils import block_head_dim, dot_precision, launch_options
+from ._utils import block_head_dim, dot_precision, kv_descriptors, launch_options, tma_wanted
 
 LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, KEY_MASK: tl.constexpr = False,
-            ROW_MASK: tl.constexpr = False, TILE_MASK: tl.constexpr = False):
+def _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
+            PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
+            KEY_MASK: tl.constexpr = False, ROW_MASK: tl.constexpr = False, TILE_MASK: tl.constexpr = False):
     """One key tile of the online softmax. ``MASKED`` tiles apply ``key_ok [BN]`` to the loads and ``valid [BM, BN]``
     to the scores; tiles strictly below the diagonal and inside the sequence skip both (most of the work).
     Tiles whose every address is valid load unmasked and may still drop scores: ``KEY_MASK`` keeps the keys in
-    ``key_ok [BN]``, ``ROW_MASK`` the rows in ``valid [BM]``, ``TILE_MASK`` the pairs in ``valid [BM, BN]``."""
-    p_k = k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd
-    p_v = v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd
-    if MASKED:
-        b_k = tl.load(p_k, mask=key_ok[:, None] & m_d[None, :], other=0.0)
-        b_v = tl.load(p_v, mask=key_ok[:, None] & m_d[None, :], other=0.0)
-    elif EVEN_D:
-        b_k = tl.load(p_k)
-        b_v = tl.load(p_v)
+    ``key_ok [BN]``, ``ROW_MASK`` the rows in ``valid [BM]``, ``TILE_MASK`` the pairs in ``valid [BM, BN]``.
+
+    ``kv`` is what :func:`_program_start` returns. Keys ``o_key`` load through pointers; with ``TMA`` the tile is the
+    contiguous keys from ``start_n`` and loads as one bulk copy through the K/V tensor descriptors (Hopper's TMA),
+    which fills keys past the tensor with zeros but reads those past ``seqlen``: masked tiles zero them in V."""
+    if TMA:
+        b_k, b_v = _tma_tile(kv, start_n)
+        if MASKED:
+            b_v = tl.where(key_ok[:, None], b_v, 0.0)
     else:
-        b_k = tl.load(p_k, mask=m_d[None, :], other=0.0)
-        b_v = tl.load(p_v, mask=m_d[None, :], other=0.0)
+        k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd = kv[0], kv[1], kv[2], kv[3], kv[4], kv[5]
+        p_k = k_base + o_key[:, None].to(tl.int64) * stride_kn + o_d[None, :] * stride_kd
+        p_v = v_base + o_key[:, None].to(tl.int64) * stride_vn + o_d[None, :] * stride_vd
+        if MASKED:
+            b_k = tl.load(p_k, mask=key_ok[:, None] & m_d[None, :], other=0.0)
+            b_v = tl.load(p_v, mask=key_ok[:, None] & m_d[None, :], other=0.0)
+        elif EVEN_D:
+            b_k = tl.load(p_k)
+            b_v = tl.load(p_v)
+        else:
+            b_k = tl.load(p_k, mask=m_d[None, :], other=0.0)
+            b_v = tl.load(p_v, mask=m_d[None, :], other=0.0)
     # [BM, BN] scores in log2 units
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
     if MASKED:
@@ -70,11 +83,28 @@ def _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
 
 
 @triton.jit
-def _program_start(Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-                   stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+def _tma_tile(kv, start_n):
+    """K and V rows ``start_n ...`` of this program's K/V head, one bulk copy each. The host orders the descriptors'
+    dims by memory (:func:`~minference.kernels._utils.kv_descriptors`): ``(B, Hkv, N, D)`` when heads are outer,
+    ``(B, N, Hkv, D)`` when positions are (the layout a ``(B, N, H, D)`` projection transposed gives)."""
+    desc_k, desc_v, i_b, i_kv = kv[6], kv[7], kv[8], kv[9]
+    rows: tl.constexpr = desc_k.block_shape[1] * desc_k.block_shape[2]
+    width: tl.constexpr = desc_k.block_shape[3]
+    if desc_k.block_shape[1] == 1:
+        at = [i_b, i_kv, start_n, 0]
+    else:
+        at = [i_b, start_n, i_kv, 0]
+    return desc_k.load(at).reshape([rows, width]), desc_v.load(at).reshape([rows, width])
+
+
+@triton.jit
+def _program_start(Q, K, V, DescK, DescV, HeadMap, Seqlens, i_m, n_sel, group,
+                   stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                   stride_vb, stride_vh, stride_vn, stride_vd, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PACK: tl.constexpr = 1):
-    """Which batch row and query head this program serves, its row/column offsets, its query tile, and the bases
-    of the K/V head it reads (``head // group``: GQA without copies).
+    """Which batch row and query head this program serves, its row/column offsets, its query tile, and ``kv``: how
+    :func:`_attend` reaches the K/V head it reads (``head // group``: GQA without copies), as base pointers and
+    strides, and as descriptors with the head's coordinates (without TMA the descriptor slots hold K and V).
 
     With ``PACK > 1`` the program serves ``PACK`` query heads of one K/V head (``HeadMap[i_s * PACK + j]``) over the
     same ``BLOCK_M`` positions: its tile stacks their rows, so each K/V tile it loads serves all of them. ``i_h``
@@ -108,7 +138,8 @@ def _program_start(Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stri
     b_q = tl.load(p_q, mask=(o_m[:, None] < seqlen) & m_d[None, :], other=0.0)
     k_base = K + i_b.to(tl.int64) * stride_kb + i_kv.to(tl.int64) * stride_kh
     v_base = V + i_b.to(tl.int64) * stride_vb + i_kv.to(tl.int64) * stride_vh
-    return i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base
+    kv = (k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, i_b, i_kv)
+    return i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv
 
 
 @triton.jit
@@ -132,7 +163,7 @@ def _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, 
 
 @triton.jit
 def _vertical_slash_kernel(
-    Q, K, V, Out, Lse, HeadMap, Seqlens,
+    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens,
     BlockOffsets, BlockCount, BlockPresent, Columns, ColumnCount,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -140,15 +171,16 @@ def _vertical_slash_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, n_blocks, n_columns, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
     OFFSETS_AHEAD: tl.constexpr = True, COLUMNS_AHEAD: tl.constexpr = True, MASKED_COLUMNS: tl.constexpr = False,
 ):
     """The switches' defaults are the loop order measured fastest below 256K tokens; :func:`loop_order` picks the
     order for a launch. Every order computes the same function (``tools/vs_loop_variants.py``, docs/benchmarks.md)."""
     i_m = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
-        Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
+        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -168,15 +200,17 @@ def _vertical_slash_kernel(
             next_offset = tl.load(p_offsets + tl.minimum(t + 1, n_blocks - 1))
         else:
             offset = tl.load(p_offsets + t)
-        o_key = (i_m - offset) * BLOCK_N + o_n
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+        start_n = (i_m - offset) * BLOCK_N
+        o_key = start_n + o_n
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, o_key >= 0, o_d, m_d, qk_scale,
+                                PRECISION, False, EVEN_D, TMA)
     if n_walk > 0:
-        o_key = i_m * BLOCK_N + o_n
+        start_n = i_m * BLOCK_N
+        o_key = start_n + o_n
         key_ok = o_key < seqlen
         valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                                PRECISION, True, EVEN_D, TMA)
 
     # gathered columns all lie left of this query block, so no causal test; skip those in walked blocks.
     # Columns and their walked flags are loaded one chunk ahead, for the same reason as the offsets above.
@@ -201,13 +235,12 @@ def _vertical_slash_kernel(
             key_ok = m_c & (walked == 0)
         if MASKED_COLUMNS:
             valid = key_ok[None, :] & (o_m[:, None] >= 0)
-            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                                    PRECISION, True, EVEN_D)
         else:
             # lanes past the list read key 0 and walked columns their own row: every address is inside the sequence
-            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, key_ok, o_d, m_d,
-                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
-                                    KEY_MASK=True)
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, key_ok, key_ok, o_d, m_d, qk_scale,
+                                    PRECISION, False, EVEN_D, KEY_MASK=True)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -229,7 +262,7 @@ def _half_rows(upper, bits):
 
 @triton.jit
 def _vertical_slash_pair_kernel(
-    Q, K, V, Out, Lse, HeadMap, Seqlens,
+    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens,
     UnionOffsets, UnionBits, UnionCount, BlockPresent, Columns, ColumnCount,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -237,7 +270,7 @@ def _vertical_slash_pair_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, n_blocks, n_union, n_pairs, n_columns, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
 ):
     """Vertical-slash over two 64-row query blocks (``2j``: lower rows, ``2j + 1``: upper rows) per program, so each
     key tile is loaded once for 128 rows. The head's offsets ``P`` are the same for every query block, so the pair
@@ -245,9 +278,10 @@ def _vertical_slash_pair_kernel(
     which half uses the tile (1: upper, ``u`` in ``P``; 2: lower, ``u - 1`` in ``P``). ``u = 0`` and ``u = 1`` come
     first and hold the two diagonal tiles; every later tile needs only a row-half mask."""
     i_j = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
-        Q, K, V, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
+        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
     acc, m_i, l_i, upper = _pair_state(BLOCK_N, BLOCK_D)
 
     head_row = i_b.to(tl.int64) * n_sel + i_s
@@ -260,12 +294,13 @@ def _vertical_slash_pair_kernel(
     for t in range(0, tl.minimum(n_walk, 2)):
         u = tl.load(p_union + t)
         bits = tl.load(p_bits + t)
-        o_key = (top - u) * BLOCK_N + o_n
+        start_n = (top - u) * BLOCK_N
+        o_key = start_n + o_n
         key_ok = o_key < seqlen
         row_ok = _half_rows(upper, bits)
         valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                                PRECISION, True, EVEN_D, TMA)
     # the rest lie strictly below both query blocks; offsets and bits are loaded one iteration ahead, as in
     # _vertical_slash_kernel, so the pipeliner keeps all its K/V stages
     next_u = tl.load(p_union + tl.minimum(2, n_union - 1))
@@ -275,10 +310,11 @@ def _vertical_slash_pair_kernel(
         bits = next_bits
         next_u = tl.load(p_union + tl.minimum(t + 1, n_union - 1))
         next_bits = tl.load(p_bits + tl.minimum(t + 1, n_union - 1))
-        o_key = (top - u) * BLOCK_N + o_n
+        start_n = (top - u) * BLOCK_N
+        o_key = start_n + o_n
         row_ok = _half_rows(upper, bits)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, row_ok, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, row_ok, o_d, m_d, qk_scale,
+                                PRECISION, False, EVEN_D, TMA,
                                 ROW_MASK=True)
 
     # gathered columns left of the upper block: the upper half takes those its walk misses; the lower half those
@@ -297,16 +333,15 @@ def _vertical_slash_pair_kernel(
         ok_lower = (m_c & (key_block < top - 1)
                     & (tl.load(p_present + tl.minimum(top - 1 - key_block, n_blocks - 1), mask=m_c, other=1) == 0))
         valid = tl.where(upper[:, None], ok_upper[None, :], ok_lower[None, :])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, m_c, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
-                                TILE_MASK=True)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, m_c, valid, o_d, m_d, qk_scale,
+                                PRECISION, False, EVEN_D, TILE_MASK=True)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
 
 @triton.jit
 def _block_sparse_kernel(
-    Q, K, V, Out, Lse, HeadMap, Seqlens, Blocks, BlockCount,
+    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens, Blocks, BlockCount,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -314,12 +349,13 @@ def _block_sparse_kernel(
     n_heads, n_sel, n_ctx, n_blocks, n_slots, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
 ):
     i_m = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
-        Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
+        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -337,39 +373,42 @@ def _block_sparse_kernel(
         key_block = next_block
         next_block = tl.load(p_blocks + tl.minimum(t + 1, n_slots - 1))
         for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
-            o_key = key_block * BLOCK_SIZE + sub * BLOCK_N + o_n
-            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
-                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+            start_n = key_block * BLOCK_SIZE + sub * BLOCK_N
+            o_key = start_n + o_n
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
+                                    qk_scale, PRECISION, False, EVEN_D, TMA)
     if n_walk > 0:
         for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
-            o_key = query_block * BLOCK_SIZE + sub * BLOCK_N + o_n
+            start_n = query_block * BLOCK_SIZE + sub * BLOCK_N
+            o_key = start_n + o_n
             key_ok = o_key < seqlen
             valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                    stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                                    PRECISION, True, EVEN_D, TMA)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
 
 @triton.jit
 def _block_sparse_pair_kernel(
-    Q, K, V, Out, Lse, HeadMap, Seqlens, UnionBlocks, UnionBits, UnionCount,
+    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens, UnionBlocks, UnionBits, UnionCount,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, n_blocks, n_pairs, n_slots, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
 ):
     """Block-sparse (64-token blocks) over two query blocks per program (``2j``: lower rows, ``2j + 1``: upper
     rows): one ascending union of their key-block lists, bits saying which half lists each block (1: upper,
     2: lower). The union ends with the two diagonal blocks ``2j`` and ``2j + 1`` (just ``2j`` when there is no
     upper block); only those need the full mask, every earlier tile a row-half mask."""
     i_j = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
-        Q, K, V, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
+        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
     acc, m_i, l_i, upper = _pair_state(BLOCK_N, BLOCK_D)
 
     row = (i_b.to(tl.int64) * n_sel + i_s) * n_pairs + i_j
@@ -385,53 +424,57 @@ def _block_sparse_pair_kernel(
         bits = next_bits
         next_block = tl.load(p_blocks + tl.minimum(t + 1, n_slots - 1))
         next_bits = tl.load(p_bits + tl.minimum(t + 1, n_slots - 1))
-        o_key = key_block * BLOCK_N + o_n
+        start_n = key_block * BLOCK_N
+        o_key = start_n + o_n
         row_ok = _half_rows(upper, bits)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, row_ok, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D,
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, row_ok, o_d, m_d, qk_scale,
+                                PRECISION, False, EVEN_D, TMA,
                                 ROW_MASK=True)
     for t in range(tl.maximum(n_walk - n_diagonal, 0), n_walk):
         key_block = tl.load(p_blocks + t)
         bits = tl.load(p_bits + t)
-        o_key = key_block * BLOCK_N + o_n
+        start_n = key_block * BLOCK_N
+        o_key = start_n + o_n
         key_ok = o_key < seqlen
         row_ok = _half_rows(upper, bits)
         valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                                PRECISION, True, EVEN_D, TMA)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
 
 @triton.jit
-def _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d, seqlen, sink, local,
-                         stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, BLOCK_N: tl.constexpr,
-                         PRECISION: tl.constexpr, EVEN_D: tl.constexpr):
+def _a_shape_masked_tile(acc, m_i, l_i, b_q, kv, key_block, o_m, o_n, o_d, m_d, seqlen, sink, local, qk_scale,
+                         BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr):
     """A key tile under the exact A-shape predicate: causal, inside the sequence, and sink or within the window."""
-    o_key = key_block * BLOCK_N + o_n
+    start_n = key_block * BLOCK_N
+    o_key = start_n + o_n
     key_ok = o_key < seqlen
     valid = (key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
              & ((o_key[None, :] < sink) | (o_m[:, None] - o_key[None, :] < local)))
-    return _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, key_ok, valid, o_d, m_d,
-                   stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, True, EVEN_D)
+    return _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                   PRECISION, True, EVEN_D, TMA)
 
 
 @triton.jit
 def _a_shape_kernel(
-    Q, K, V, Out, Lse, HeadMap, Seqlens, Sinks, Locals,
+    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens, Sinks, Locals,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     n_heads, n_sel, n_ctx, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, PACK: tl.constexpr = 1,
+    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
+    PACK: tl.constexpr = 1,
 ):
     # a program covers BLOCK_M positions of PACK query heads that share one K/V head and one (sink, local) budget
     i_m = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, k_base, v_base = _program_start(
-        Q, K, V, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_vb, stride_vh, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, PACK)
+    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
+        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D, PACK)
     acc = tl.zeros([PACK * BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([PACK * BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([PACK * BLOCK_M], dtype=tl.float32)
@@ -448,42 +491,53 @@ def _a_shape_kernel(
     full_sink = tl.minimum(sink // BLOCK_N, below)
     full_window = tl.maximum((i_m * BLOCK_M + BLOCK_M - 1 - local) // BLOCK_N + 1, window_start)
     for key_block in range(0, full_sink):
-        o_key = key_block * BLOCK_N + o_n
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+        start_n = key_block * BLOCK_N
+        o_key = start_n + o_n
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, o_key >= 0, o_d, m_d, qk_scale,
+                                PRECISION, False, EVEN_D, TMA)
     for key_block in range(full_sink, sink_blocks):
-        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d,
-                                             seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
-                                             qk_scale, BLOCK_N, PRECISION, EVEN_D)
+        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, kv, key_block, o_m, o_n, o_d, m_d, seqlen, sink,
+                                             local, qk_scale, BLOCK_N, PRECISION, EVEN_D, TMA)
     for key_block in range(window_start, tl.minimum(full_window, below)):
-        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d,
-                                             seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
-                                             qk_scale, BLOCK_N, PRECISION, EVEN_D)
+        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, kv, key_block, o_m, o_n, o_d, m_d, seqlen, sink,
+                                             local, qk_scale, BLOCK_N, PRECISION, EVEN_D, TMA)
     for key_block in range(tl.maximum(full_window, window_start), below):
-        o_key = key_block * BLOCK_N + o_n
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, k_base, v_base, o_key, o_key >= 0, o_key >= 0, o_d, m_d,
-                                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale, PRECISION, False, EVEN_D)
+        start_n = key_block * BLOCK_N
+        o_key = start_n + o_n
+        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, o_key >= 0, o_d, m_d, qk_scale,
+                                PRECISION, False, EVEN_D, TMA)
     for key_block in range(tl.maximum(below, window_start), last_block + 1):
-        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, k_base, v_base, key_block, o_m, o_n, o_d, m_d,
-                                             seqlen, sink, local, stride_kn, stride_kd, stride_vn, stride_vd,
-                                             qk_scale, BLOCK_N, PRECISION, EVEN_D)
+        acc, m_i, l_i = _a_shape_masked_tile(acc, m_i, l_i, b_q, kv, key_block, o_m, o_n, o_d, m_d, seqlen, sink,
+                                             local, qk_scale, BLOCK_N, PRECISION, EVEN_D, TMA)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE, PACK)
 
 
-def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch, rows: int = TILE):
+def _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch, rows: int = TILE, keys: int = TILE):
     """What every launch shares: lengths, strides, compile-time constants (warps for ``rows`` query rows per
-    program), GQA group size and the log2 scale."""
+    program), GQA group size, the log2 scale, and the K/V descriptors for ``keys``-row tiles (``(k, v)`` for
+    pointer loads). ``launch["TMA"]`` asks for descriptors or pointers; left out, :func:`tma_wanted` decides, and
+    tensors TMA cannot address fall back to pointers."""
     batch, n_heads, n_ctx, head_dim = q.shape
     if seqlens is None:
         seqlens = torch.full((batch,), n_ctx, dtype=torch.int32, device=q.device)
-    meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_head_dim(head_dim), PRECISION=dot_precision(q.dtype),
-                EVEN_D=head_dim == block_head_dim(head_dim), STORE_LSE=lse is not None,
-                **{**launch_options(head_dim, q.dtype, rows), **(launch or {})})
+    launch = dict(launch or {})
+    tma = launch.pop("TMA", None)
+    block_d = block_head_dim(head_dim)
+    descriptors = kv_descriptors(k, v, keys, block_d) if (tma_wanted(q.device) if tma is None else tma) else None
+    if tma and descriptors is None:
+        raise ValueError("launch TMA=True needs K and V that tensor descriptors can address: head dim contiguous, "
+                         f"16-byte aligned base and strides; got K strides {tuple(k.stride())}, "
+                         f"V strides {tuple(v.stride())}, {k.dtype}")
+    meta = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, PRECISION=dot_precision(q.dtype),
+                EVEN_D=head_dim == block_d, STORE_LSE=lse is not None, TMA=descriptors is not None,
+                **{**launch_options(head_dim, q.dtype, rows), **launch})
     strides = [*q.stride(), *k.stride(), *v.stride(), *out.stride()]
     scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
     lse_arg = lse if lse is not None else out  # never written when STORE_LSE is off
-    return seqlens, lse_arg, strides, meta, n_heads // k.shape[1], scale
+    # pointer launches fill the descriptor slots with K and V, never read: Triton 3.6 cannot build the kernels'
+    # ``kv`` tuple with None in it
+    return seqlens, lse_arg, strides, meta, n_heads // k.shape[1], scale, descriptors or (k, v)
 
 
 LONG_CONTEXT = 262144
@@ -511,11 +565,12 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
     :func:`loop_order`)."""
     batch, n_heads, n_ctx, head_dim = q.shape
     launch = {**loop_order(n_ctx), **(launch or {})}
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch)
+    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale,
+                                                                         launch)
     n_blocks = index.block_count.shape[-1]
     grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
     _vertical_slash_kernel[grid](
-        q, k, v, out, lse_arg, heads, seqlens,
+        q, k, v, *descs, out, lse_arg, heads, seqlens,
         index.block_offsets, index.block_count, index.block_present, index.columns, index.column_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, index.columns.shape[-1], group, scale,
         BLOCK_M=TILE, BLOCK_N=TILE, **meta,
@@ -546,13 +601,13 @@ def vertical_slash_pair_forward(q, k, v, index: VerticalSlashIndex, heads: torch
     """:func:`vertical_slash_forward` with 128-row programs (two query blocks each, 8 warps): the same output,
     each key tile loaded once for both blocks."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
-                                                                  2 * TILE)
+    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                         2 * TILE)
     union_offsets, union_bits, union_count = pair_walk(index)
     n_blocks = index.block_count.shape[-1]
     grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
     _vertical_slash_pair_kernel[grid](
-        q, k, v, out, lse_arg, heads, seqlens,
+        q, k, v, *descs, out, lse_arg, heads, seqlens,
         union_offsets, union_bits, union_count, index.block_present, index.columns, index.column_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, union_offsets.shape[-1], union_count.shape[-1],
         index.columns.shape[-1], group, scale,
@@ -570,11 +625,12 @@ def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, head
     if wide and block_size != 2 * TILE:
         raise ValueError(f"wide programs need 128-token blocks, got block_size {block_size}")
     tile = 2 * TILE if wide else min(block_size, TILE)
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch, tile)
+    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                         tile, tile)
     n_blocks, n_slots = index.blocks.shape[-2:]
     grid = (triton.cdiv(n_ctx, tile), batch * heads.numel())
     _block_sparse_kernel[grid](
-        q, k, v, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
+        q, k, v, *descs, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, n_slots, group, scale,
         BLOCK_SIZE=block_size, BLOCK_M=tile, BLOCK_N=tile, **meta,
     )
@@ -611,13 +667,13 @@ def block_sparse_pair_forward(q, k, v, index: BlockSparseIndex, heads: torch.Ten
                               sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """:func:`block_sparse_forward` for 64-token blocks with 128-row programs (two query blocks each, 8 warps)."""
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
-                                                                  2 * TILE)
+    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                         2 * TILE)
     union_blocks, union_bits, union_count = pair_lists(index)
     n_pairs, n_slots = union_blocks.shape[-2:]
     grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
     _block_sparse_pair_kernel[grid](
-        q, k, v, out, lse_arg, heads, seqlens, union_blocks, union_bits, union_count,
+        q, k, v, *descs, out, lse_arg, heads, seqlens, union_blocks, union_bits, union_count,
         *strides, n_heads, heads.numel(), n_ctx, index.blocks.shape[-2], n_pairs, n_slots, group, scale,
         BLOCK_N=TILE, **meta,
     )
@@ -633,12 +689,12 @@ def a_shape_forward(q, k, v, sink: torch.Tensor, local: torch.Tensor, heads: tor
     tiles once for the whole pack, on ``4 * pack`` warps unless ``launch`` says otherwise.
     """
     batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
-                                                                  pack * TILE)
+    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
+                                                                         pack * TILE)
     n_programs = heads.numel() // pack
     grid = (triton.cdiv(n_ctx, TILE), batch * n_programs)
     _a_shape_kernel[grid](
-        q, k, v, out, lse_arg, heads, seqlens, sink, local,
+        q, k, v, *descs, out, lse_arg, heads, seqlens, sink, local,
         *strides, n_heads, n_programs, n_ctx, group, scale,
         BLOCK_M=TILE, BLOCK_N=TILE, PACK=pack, **meta,
     )
