@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from minference.bench.kernels import Row, add_derived
 from minference.bench.report import markdown_table, write_chart, write_json_atomic
@@ -116,3 +117,14 @@ def test_source_commit_is_this_checkouts_head():
         assert source_commit() is None
     else:
         assert source_commit().split("+")[0] == head.stdout.strip()
+
+
+def test_rows_record_how_the_kernels_load_kv(monkeypatch):
+    from minference.bench.kernels import machine_info
+
+    monkeypatch.setenv("MINFERENCE_TMA", "1")
+    assert machine_info("cpu", torch.float32)["kv_loads"] == "TMA"
+    monkeypatch.setenv("MINFERENCE_TMA", "0")
+    machine = machine_info("cpu", torch.float32)
+    assert machine["kv_loads"] == "pointers"
+    assert "| K/V via pointers |" in markdown_table([], machine).splitlines()[0]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..index import build_block_sparse_index, build_vertical_slash_index
+from ..kernels._utils import tma_wanted
 from ..patterns import AShape, BlockSparse, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
 from ..patterns import vertical_slash as vertical_slash_pattern
@@ -95,6 +96,8 @@ def machine_info(device, dtype: torch.dtype) -> dict:
         )
     else:
         info.update(gpu=f"CPU ({platform.processor() or platform.machine()})", cuda=None)
+    # how the kernels load K/V tiles here: an A/B of the two (MINFERENCE_TMA=0 / 1) is otherwise two identical files
+    info["kv_loads"] = "TMA" if tma_wanted(device) else "pointers"
     return info
 
 

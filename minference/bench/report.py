@@ -93,13 +93,14 @@ def source_commit() -> Optional[str]:
 
 
 def machine_line(machine: Mapping) -> str:
-    """``GPU | CUDA | torch | triton | dtype | date | commit`` as one line."""
+    """``GPU | CUDA | torch | triton | dtype | K/V loads | date | commit`` as one line."""
     parts = [
         machine.get("gpu", "?"),
         f"CUDA {machine.get('cuda') or '–'}",
         f"torch {machine.get('torch', '?')}",
         f"triton {machine.get('triton', '?')}",
         f"{machine.get('dtype', '')}",
+        f"K/V via {machine['kv_loads']}" if machine.get("kv_loads") else "",
         machine.get("date", ""),
         f"commit {machine['commit']}" if machine.get("commit") else "",
     ]
