@@ -62,6 +62,15 @@ def test_the_setting_decides_and_names_itself(monkeypatch):
         _utils.tma_wanted(cpu)
 
 
+@pytest.mark.parametrize("capability, wanted", [((8, 0), False), ((9, 0), True), ((10, 0), False), ((12, 0), False)])
+def test_descriptors_are_the_default_where_they_were_measured(monkeypatch, capability, wanted):
+    """Hopper only: the A/B was measured on an H200; other architectures keep pointers until measured there."""
+    monkeypatch.delenv(_utils.TMA_SETTING, raising=False)
+    monkeypatch.setattr(_utils, "interpreting", lambda: False)
+    monkeypatch.setattr(_utils, "_compute_capability", lambda index: capability)
+    assert _utils.tma_wanted(torch.device("cuda", 0)) is wanted
+
+
 def test_asking_for_tma_on_tensors_it_cannot_address_names_the_launch_option():
     q = torch.zeros(1, 2, 40, 65, dtype=torch.float16, device=DEVICE)[..., :64]
     heads = torch.arange(2, dtype=torch.int32, device=DEVICE)

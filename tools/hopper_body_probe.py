@@ -7,7 +7,8 @@ is left is what FlashAttention-3 uses on Hopper: TMA loads (``tl.make_tensor_des
 ``TensorDescriptor``: one asynchronous copy per tile instead of per-thread addresses) and warp specialisation
 (``tl.range(..., warp_specialize=True)``: producer warps load while consumer warps compute). This probe times a
 dense causal forward written with them, at the tile shapes the sparse kernels could use, against cuDNN and the
-library's own body (A-shape at ``local = N``) in the same call. Two more pairs separate the cost of reading tile
+library's own body (A-shape at ``local = N``) in the same call; the library's rows run through pointer loads and
+through its own TMA descriptors (its default on sm90 since this probe's first run, docs/benchmarks.md). Two more pairs separate the cost of reading tile
 positions from an index (what the sparse kernels do): the library's block-sparse kernel with every causal block
 listed, against its body; and the TMA kernel with its tiles addressed through a list of block ids, against the same
 kernel walking them in order. Each output is compared with cuDNN's; a variant this Triton cannot compile is
@@ -154,15 +155,19 @@ def run_length(n: int) -> list:
         print(json.dumps(rows[-1]), flush=True)
 
     for block in (64, 128):
-        timed(f"library body {block}x{block} (A-shape at local = N)",
-              lambda: launch_a_shape(q, k, v, out, 0, n, block, block, block // 16, 3, 1))
-        # the library's block-sparse kernel with every causal block listed: the body plus its index walk (the
-        # index is built once, outside the timing, as the integration builds it once per layer)
+        # the library through pointer loads and through its TMA descriptors (its default on sm90 since this probe)
         blocks = n // block
         ids = torch.arange(blocks, device="cuda", dtype=torch.int32).expand(blocks, blocks)
         index = build_block_sparse_index(torch.where(ids <= ids.T, ids, -1).expand(1, HEADS, blocks, blocks))
-        timed(f"library block-sparse {block}-token blocks, every block listed",
-              lambda: sa.block_sparse_forward(q, k, v, index, block, heads, out, wide=block == 128))
+        for tma in (False, True):
+            loads = "TMA" if tma else "pointers"
+            timed(f"library body {block}x{block} (A-shape at local = N), {loads}",
+                  lambda: launch_a_shape(q, k, v, out, 0, n, block, block, block // 16, 3, 1, tma=tma))
+            # the block-sparse kernel with every causal block listed: the body plus its index walk (the index is
+            # built once, outside the timing, as the integration builds it once per layer)
+            timed(f"library block-sparse {block}-token blocks, every block listed, {loads}",
+                  lambda: sa.block_sparse_forward(q, k, v, index, block, heads, out, wide=block == 128,
+                                                  launch={"TMA": tma}))
     for block_m, block_n, warps, stages, ws in VARIANTS:
         timed(f"tma {block_m}x{block_n} w{warps} s{stages}" + (" ws" if ws else ""),
               lambda: tma_attention(q, k, v, block_m, block_n, warps, stages, ws, out=out))

@@ -40,11 +40,12 @@ def launch_a_shape(q, k, v, out, sink: int, local: int, block_m: int, block_n: i
     n_programs = HEADS // pack
     sinks = torch.full((n_programs,), sink, device=q.device, dtype=torch.int32)
     locals_ = torch.full((n_programs,), local, device=q.device, dtype=torch.int32)
-    seqlens, lse_arg, strides, meta, _, scale, descs = sa._launch_setup(
-        q, k, v, out, None, None, None, {"num_warps": warps, "num_stages": stages, "TMA": tma}, pack * block_m, block_n)
+    launch = {"num_warps": warps, "num_stages": stages, "TMA": tma}
+    seqlens, lse_arg, strides, meta, _, scale, descs = sa._launch_setup(q, k, v, out, None, None, None, launch,
+                                                                        pack * block_m, block_n)
     grid = (triton.cdiv(n_ctx, block_m), q.shape[0] * n_programs)
-    sa._a_shape_kernel[grid](q, k, v, *descs, out, lse_arg, heads, seqlens, sinks, locals_, *strides, HEADS, n_programs,
-                             n_ctx, group, scale, BLOCK_M=block_m, BLOCK_N=block_n, PACK=pack, **meta)
+    sa._a_shape_kernel[grid](q, k, v, *descs, out, lse_arg, heads, seqlens, sinks, locals_, *strides, HEADS,
+                             n_programs, n_ctx, group, scale, BLOCK_M=block_m, BLOCK_N=block_n, PACK=pack, **meta)
 
 
 def causal_flops(n: int, sink: int, local: int) -> float:

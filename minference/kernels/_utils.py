@@ -70,9 +70,9 @@ def _compute_capability(device_index: int) -> tuple:
 
 
 def tma_wanted(device: torch.device) -> bool:
-    """Whether launches on ``device`` load K/V tiles through TMA tensor descriptors: by default on CUDA devices of
-    compute capability 9.0 and later (Hopper's bulk tensor copies; docs/benchmarks.md has the A/B), unless
-    :data:`TMA_SETTING` says otherwise."""
+    """Whether launches on ``device`` load K/V tiles through TMA tensor descriptors: by default on Hopper (compute
+    capability 9.x, where the A/B in docs/benchmarks.md was measured), unless :data:`TMA_SETTING` says otherwise.
+    Later architectures have TMA too but keep pointer loads until measured there (``MINFERENCE_TMA=1`` tries it)."""
     setting = os.environ.get(TMA_SETTING, "").strip().lower()
     if setting in ("0", "1"):
         return setting == "1"
@@ -80,7 +80,7 @@ def tma_wanted(device: torch.device) -> bool:
         raise ValueError(f"{TMA_SETTING} must be 0 or 1 (or unset for the device's default), got {setting!r}")
     if device.type != "cuda" or interpreting():
         return False
-    return _compute_capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9
+    return _compute_capability(device.index if device.index is not None else torch.cuda.current_device())[0] == 9
 
 
 def _descriptor_layout(t: torch.Tensor, keys: int, block_d: int):

@@ -51,7 +51,7 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
     """The TTGIR of ``kernel`` (``vertical_slash``, ``block_sparse`` or ``a_shape``) compiled for ``sm_{arch}``,
     specialised as the launcher would be for contiguous inputs (unit last stride, 16-byte aligned pointers).
     ``pack`` > 1 (A-shape only) compiles the GQA-packed program on the launcher's ``4 * pack`` warps; ``tma``
-    loads K/V through ``(B, H, N, D)`` tensor descriptors as the launcher does on sm90 and later."""
+    loads K/V through ``(B, H, N, D)`` tensor descriptors as the launcher does on sm90."""
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
     if pack != 1 and kernel != "a_shape":

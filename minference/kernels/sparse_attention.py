@@ -13,7 +13,7 @@ the K/V head ``head // group`` directly, so GQA needs no ``repeat_kv`` copy, and
 Offsets are int64: 1M tokens x 32 heads x 128 overflows int32. Rows at or past a sequence's length are written as
 zeros (lse ``-inf``).
 
-Contiguous key tiles load through pointers or, with ``TMA`` (the launcher's choice on sm90 and later), as one bulk
+Contiguous key tiles load through pointers or, with ``TMA`` (the launcher's choice on Hopper, sm90), as one bulk
 copy each through tensor descriptors over K and V: 1.08-1.24x faster on an H200 (docs/benchmarks.md). Gathered
 vertical-slash columns always load through pointers.
 """
