@@ -44,6 +44,11 @@ def tile_shared_bytes(rows: int, keys: int, head_dim: int, dtype: torch.dtype, s
     return (rows + 2 * stages * keys) * row_bytes
 
 
+def _cuda_index(device: torch.device) -> int:
+    """The ordinal of a CUDA ``device``; a bare ``cuda`` means the current one."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 @functools.lru_cache(maxsize=None)
 def _opt_in_shared_bytes(device_index: int) -> int:
     props = torch.cuda.get_device_properties(device_index)
@@ -56,7 +61,7 @@ def shared_memory_fits(nbytes: int, device: torch.device) -> bool:
     shared memory to run out of."""
     if device.type != "cuda":
         return True
-    return nbytes <= _opt_in_shared_bytes(device.index if device.index is not None else torch.cuda.current_device())
+    return nbytes <= _opt_in_shared_bytes(_cuda_index(device))
 
 
 TMA_SETTING = "MINFERENCE_TMA"
@@ -80,7 +85,7 @@ def tma_wanted(device: torch.device) -> bool:
         raise ValueError(f"{TMA_SETTING} must be 0 or 1 (or unset for the device's default), got {setting!r}")
     if device.type != "cuda" or interpreting():
         return False
-    return _compute_capability(device.index if device.index is not None else torch.cuda.current_device())[0] == 9
+    return _compute_capability(_cuda_index(device))[0] == 9
 
 
 def _descriptor_layout(t: torch.Tensor, keys: int, block_d: int):
