@@ -24,7 +24,7 @@ from .index import (
 )
 from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
 from .kernels._utils import launch_options, shared_memory_fits, tile_shared_bytes
-from .kernels.gqa_pack import check_pack, default_pack, pack_fits, plan_packs
+from .kernels.gqa_pack import check_pack, default_pack, plan_packs
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
 from .patterns import a_shape as a_shape_pattern
 from .patterns import block_sparse as block_sparse_pattern
@@ -175,10 +175,21 @@ def _check_rows_per_program(rows_per_program: Optional[int]) -> None:
         raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
 
 
+def _program_fits(rows: int, keys: int, q: torch.Tensor) -> bool:
+    """Whether a program of ``rows`` query rows over ``keys``-key tiles, with the K/V stages the launcher gives it,
+    fits in the shared memory of ``q``'s device (the interpreter has no limit). One rule for every wider program:
+    GQA packs, query-block pairs, 128 x 128 tiles. It counts what sm90 allocates; older architectures allocate less
+    for the same program (a 64-row bf16 program at head_dim 128: 88 KiB on sm86 against 112 KiB on sm90, compiled
+    with Triton 3.9), so there it errs towards the narrower program, never towards a launch that cannot start."""
+    head_dim = q.shape[-1]
+    stages = launch_options(head_dim, q.dtype, rows).get("num_stages", 1)  # none under the interpreter
+    return shared_memory_fits(tile_shared_bytes(rows, keys, head_dim, q.dtype, stages), q.device)
+
+
 def _pair_programs(rows_per_program: Optional[int], q: torch.Tensor) -> bool:
-    """Whether to launch 128-row programs: asked for, and their query tile (two 64-row blocks, the size of a pack of
-    two heads) fits in shared memory."""
-    return rows_per_program == 128 and pack_fits(2, q.shape[-1], q.element_size())
+    """Whether to launch 128-row programs: asked for, and they fit in shared memory (float32 at head_dim 256 needs
+    256 KiB, more than the 227 KiB of an H100/H200)."""
+    return rows_per_program == 128 and _program_fits(2 * TILE, TILE, q)
 
 
 def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: torch.Tensor) -> bool:
@@ -189,9 +200,7 @@ def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: to
     and 1.05-1.10x faster than 64-token blocks of the same coverage (top_k 100 against 50)."""
     if rows_per_program == 64 or block_size != 2 * TILE or q.dtype not in HALF_DTYPES or q.shape[-1] > 128:
         return False
-    head_dim, rows = q.shape[-1], 2 * TILE
-    stages = launch_options(head_dim, q.dtype, rows).get("num_stages", 1)  # none under the interpreter
-    return shared_memory_fits(tile_shared_bytes(rows, rows, head_dim, q.dtype, stages), q.device)
+    return _program_fits(2 * TILE, 2 * TILE, q)
 
 
 def _check_block_size(block_size: int) -> None:
@@ -331,7 +340,7 @@ def _a_shape_heads(q, k, v, heads: list, sinks: list, locals_: list, out, lse, s
     if backend == "triton":
         from .kernels.sparse_attention import a_shape_forward
 
-        if pack > 1 and pack_fits(pack, q.shape[-1], q.element_size()):
+        if pack > 1 and _program_fits(pack * TILE, TILE, q):
             plan = plan_packs(heads, sinks, locals_, q.shape[1] // k.shape[1], pack)
             if plan.packed_heads:
                 a_shape_forward(q, k, v, device_tensor(plan.sinks, q.device), device_tensor(plan.locals, q.device),

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import minference as mi
 from minference import ops
-from minference.kernels.gqa_pack import PACKS, check_pack, default_pack, pack_fits, plan_packs
+from minference.kernels.gqa_pack import PACKS, check_pack, default_pack, plan_packs
 
 
 def test_heads_pack_by_kv_head_and_budget_in_the_order_given():
@@ -58,10 +58,45 @@ def test_bad_pack_sizes_name_the_argument():
         ops.a_shape_attention(q, q[:, :1], q[:, :1], 0, 4, gqa_pack=4)
 
 
-def test_packs_whose_query_tile_would_not_fit_run_unpacked():
-    assert pack_fits(2, 128, 2) and pack_fits(2, 256, 2) and pack_fits(2, 128, 4) and pack_fits(2, 80, 4)
-    assert not pack_fits(2, 256, 4)  # 128 KiB of float32 queries, plus K/V: more than an SM holds
-    assert pack_fits(1, 256, 4)
+H200_SHARED, A100_SHARED, CONSUMER_SHARED = 232448, 167936, 101376  # opt-in bytes per block: sm90, sm80, sm86/89
+
+
+def on_device_with(monkeypatch, shared_bytes):
+    """Route as on a CUDA device whose blocks may opt in to ``shared_bytes``: CPU tensors stand in for CUDA ones,
+    and the launcher's stages are those of a compiled launch (three for half-precision rows of <= 256 bytes, one
+    for wider rows), not the interpreter's."""
+    from minference.kernels import _utils
+
+    monkeypatch.setattr(_utils, "_opt_in_shared_bytes", lambda index: shared_bytes)
+    monkeypatch.setattr(ops, "launch_options", _utils.compiled_launch_options)
+    monkeypatch.setattr(ops, "shared_memory_fits", lambda nbytes, device: _utils.shared_memory_fits(
+        nbytes, torch.device("cuda", 0)))
+
+
+@pytest.mark.parametrize("shared_bytes, dtype, head_dim, packed", [
+    (H200_SHARED, torch.float16, 128, True),   # 128 query rows + 3 K/V stages: 128 KiB
+    (H200_SHARED, torch.float16, 256, True),   # 512-byte rows get one stage: 128 KiB
+    (H200_SHARED, torch.float32, 128, True),
+    (H200_SHARED, torch.float32, 256, False),  # 1 KiB rows: 256 KiB
+    (A100_SHARED, torch.float16, 256, True),
+    (CONSUMER_SHARED, torch.float16, 256, False),
+    (CONSUMER_SHARED, torch.float16, 128, False),
+])
+def test_packs_run_unpacked_where_the_device_cannot_hold_their_program(monkeypatch, shared_bytes, dtype, head_dim,
+                                                                       packed):
+    from minference.kernels import sparse_attention as kernels
+
+    on_device_with(monkeypatch, shared_bytes)
+    packs = []
+    monkeypatch.setattr(kernels, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
+    q = torch.randn(1, 4, 64, head_dim).to(dtype)
+    ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton", gqa_pack=2)
+    assert packs == ([2] if packed else [1])
+
+
+def test_off_the_gpu_every_program_fits():
+    """The interpreter has no shared memory to run out of: packs and pairs run as asked there."""
+    assert ops._program_fits(256, 64, torch.zeros(1, 1, 1, 256))
 
 
 @pytest.mark.parametrize("head_dim, paired", [(128, True), (256, False)])
@@ -70,6 +105,7 @@ def test_128_row_programs_fall_back_to_64_rows_where_their_query_tile_would_not_
     ``rows_per_program=128`` runs the 64-row kernels there instead of failing to launch."""
     from minference.kernels import sparse_attention as kernels
 
+    on_device_with(monkeypatch, H200_SHARED)
     launched = []
     for name in ("vertical_slash_forward", "vertical_slash_pair_forward", "block_sparse_forward",
                  "block_sparse_pair_forward"):
@@ -142,7 +178,7 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
     # (what launch_options gives half-precision rows of <= 256 bytes off the interpreter) decide
     monkeypatch.setattr(ops, "shared_memory_fits", lambda nbytes, device: _utils.shared_memory_fits(
         nbytes, torch.device("cuda", 0)))
-    monkeypatch.setattr(ops, "launch_options", lambda head_dim, dtype, rows: {"num_warps": rows // 16, "num_stages": 3})
+    monkeypatch.setattr(ops, "launch_options", _utils.compiled_launch_options)
     launched = []
     monkeypatch.setattr(kernels, "block_sparse_forward",
                         lambda *args, wide=False, **kw: launched.append((args[4], wide)))

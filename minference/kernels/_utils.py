@@ -31,8 +31,11 @@ def launch_options(head_dim: int, dtype: torch.dtype, rows: int = 64) -> dict:
     packs, query-block pairs) get 8. Rows wider than 256 bytes (bf16 head_dim 256, fp32 head_dim >= 128) get one
     stage, so the K and V tiles fit in shared memory.
     """
-    if interpreting():
-        return {}
+    return {} if interpreting() else compiled_launch_options(head_dim, dtype, rows)
+
+
+def compiled_launch_options(head_dim: int, dtype: torch.dtype, rows: int = 64) -> dict:
+    """:func:`launch_options` for a compiled launch, whatever the process runs (what routing tests stand in)."""
     row_bytes = head_dim * torch.empty((), dtype=dtype).element_size()
     return {"num_warps": 4 * rows // 64, "num_stages": 1 if row_bytes > 256 else 3}
 

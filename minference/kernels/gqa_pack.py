@@ -18,17 +18,6 @@ for sm90 (triton 3.9, bf16, head_dim 128) it holds 210 registers per thread and 
 need 255 registers and spill (120-byte stack), so they are not offered."""
 
 
-PACKED_QUERY_BYTES = 64 * 1024
-"""Largest packed query tile: with its K/V buffers it must stay inside one SM's shared memory (227 KiB on sm90).
-float32 at head_dim 256 would need 128 KiB of queries plus 128 KiB of K/V, so it runs unpacked."""
-
-
-def pack_fits(pack: int, head_dim: int, element_size: int) -> bool:
-    """Whether a program of ``pack`` heads x 64 rows of ``head_dim`` (padded to a power of two) fits."""
-    padded = 1 << (head_dim - 1).bit_length()
-    return pack * 64 * padded * element_size <= PACKED_QUERY_BYTES
-
-
 def default_pack(head_dim: int, dtype: torch.dtype) -> int:
     """The pack size ops use unless told otherwise. Measured on an H200 (bf16, A-shape at 32K and 128K, same-call
     ratios in docs/benchmarks.md), two heads per program against one: 1.65x faster at head_dim 256, 1.06-1.11x at
