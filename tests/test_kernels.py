@@ -86,7 +86,7 @@ def test_vertical_slash_pair_programs_on_sparse_diagonals(n, slashes, seed):
 
 
 @pytest.mark.parametrize("switches", [dict(OFFSETS_AHEAD=False), dict(COLUMNS_AHEAD=False),
-                                      dict(MASKED_COLUMNS=True),
+                                      dict(MASKED_COLUMNS=True), dict(FLAGS_AHEAD=False),
                                       dict(OFFSETS_AHEAD=False, COLUMNS_AHEAD=False, MASKED_COLUMNS=True)])
 def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit(switches):
     """The kernel's loop-order switches (timed by tools/vs_loop_variants.py) change when indices load, not what is
@@ -98,10 +98,13 @@ def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit(switches):
     n = 300
     gen = torch.Generator().manual_seed(5)
     q, k, v = random_qkv(2, 4, 2, n, 64, torch.float32, seed=5, layout="bhnd")
-    index = build_vertical_slash_index(n, torch.randint(0, n, (2, 4, 70), generator=gen).to(DEVICE),
-                                       torch.randint(0, n, (2, 4, 3), generator=gen).to(DEVICE))
+    # about 170 distinct columns: three chunks, so a chunk's flags come from columns loaded two chunks ahead; near
+    # diagonals only, so the walk covers the last blocks (whose columns must be skipped) but not the first ones
+    index = build_vertical_slash_index(n, torch.randint(0, n, (2, 4, 250), generator=gen).to(DEVICE),
+                                       torch.randint(0, 100, (2, 4, 3), generator=gen).to(DEVICE))
     heads = torch.arange(4, dtype=torch.int32, device=DEVICE)
     seqlens = torch.tensor([n, n - 70], dtype=torch.int32, device=DEVICE)
+    assert int(index.column_count.max()) > 2 * 64
     results = []
     for launch in ({}, switches):
         out, lse = poisoned_like(q), torch.full(q.shape[:3], float("nan"), device=DEVICE)

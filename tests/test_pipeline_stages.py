@@ -43,6 +43,18 @@ def test_every_kernel_pipelines_its_key_tiles_three_deep_on_hopper(sm90_depths):
     assert sm90_depths["block_sparse_wide"] and set(sm90_depths["block_sparse_wide"]) == {3}  # 128 x 128 tiles
 
 
+# K and V of every walk: a loop the pipeliner gives up on keeps single-buffered tiles, which tile_buffer_depths
+# does not list, so the counts catch it (the vertical-slash column loop did, once its ids loaded two chunks ahead)
+PIPELINED_TILES = {"vertical_slash": 4, "block_sparse": 2, "block_sparse_wide": 2, "vertical_slash_pair": 6,
+                   "block_sparse_pair": 4, "a_shape": 10, "a_shape_pack2": 10}
+
+
+@pytest.mark.parametrize("kernel", sorted(PIPELINED_TILES))
+def test_no_walk_loses_its_pipeline(sm90_depths, sm90_tma_depths, kernel):
+    assert len(sm90_depths[kernel]) == PIPELINED_TILES[kernel], sm90_depths[kernel]
+    assert len(sm90_tma_depths[kernel]) == PIPELINED_TILES[kernel], sm90_tma_depths[kernel]
+
+
 # loops that mask their tiles (the diagonal, the A-shape edges) zero V past the sequence after a TMA load, which
 # leaves that loop's V two buffers; these are the few masked tiles of a row, not its walk
 MASKED_LOOPS = {"vertical_slash": 0, "block_sparse": 0, "block_sparse_wide": 0, "vertical_slash_pair": 1,

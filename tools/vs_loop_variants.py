@@ -2,9 +2,10 @@
 
 The library kernel's constexpr switches: the block walk loads its next offset one iteration ahead or not
 (``OFFSETS_AHEAD``); the column loop loads its next chunk of columns ahead or inline (``COLUMNS_AHEAD``), with
-masked K/V loads or unmasked ones whose scores are masked by key (``MASKED_COLUMNS``). Every variant computes
+masked K/V loads or unmasked ones whose scores are masked by key (``MASKED_COLUMNS``), and gathers a chunk's walked
+flags from its columns loaded a chunk earlier or in the same iteration (``FLAGS_AHEAD``). Every variant computes
 the same function (the output's largest difference from the library kernel is recorded). Usage, on a CUDA machine:
-``CASES=131072:local_heavy,524288:measured OUT=dir python tools/vs_loop_variants.py`` (writes ``dir/vsprobe.json``).
+``CASES=131072:local_heavy,524288:measured OUT=dir python tools/vs_loop_variants.py`` (writes ``dir/vsprobe.json``); ``FIRST=2`` times only the first two variants.
 """
 import json
 import os
@@ -18,13 +19,15 @@ from minference.bench.timing import time_reps
 from minference.patterns import VerticalSlash
 
 
-def launch(q, k, v, index, heads, out, offsets_ahead, columns_ahead, masked_columns):
-    switches = dict(OFFSETS_AHEAD=offsets_ahead, COLUMNS_AHEAD=columns_ahead, MASKED_COLUMNS=masked_columns)
+def launch(q, k, v, index, heads, out, offsets_ahead, columns_ahead, masked_columns, flags_ahead=True):
+    switches = dict(OFFSETS_AHEAD=offsets_ahead, COLUMNS_AHEAD=columns_ahead, MASKED_COLUMNS=masked_columns,
+                    FLAGS_AHEAD=flags_ahead)
     sa.vertical_slash_forward(q, k, v, index, heads, out, launch=switches)
 
 
-VARIANTS = {  # label: (OFFSETS_AHEAD, COLUMNS_AHEAD, MASKED_COLUMNS)
-    "current (ahead, chunk-ahead unmasked)": (True, True, False),
+VARIANTS = {  # label: (OFFSETS_AHEAD, COLUMNS_AHEAD, MASKED_COLUMNS[, FLAGS_AHEAD])
+    "current (ahead, chunk-ahead unmasked, flags from keys loaded a chunk earlier)": (True, True, False),
+    "before FLAGS_AHEAD (flags gathered from keys loaded in the same iteration)": (True, True, False, False),
     "old (inline offsets, inline masked)": (False, False, True),
     "ahead + inline masked": (True, False, True),
     "ahead + inline unmasked": (True, False, False),
@@ -43,7 +46,7 @@ def run_case(n: int, name: str, stats, dev) -> list:
     heads = torch.arange(32, device=dev, dtype=torch.int32)
     reference, rows = None, []
     reps = 3 if n >= 1 << 19 else 10
-    for label, flags in VARIANTS.items():
+    for label, flags in list(VARIANTS.items())[:int(os.environ.get("FIRST", len(VARIANTS)))]:
         out = torch.full_like(q, float("nan"))
         timing = time_reps(lambda: launch(q, k, v, index, heads, out, *flags), reps)
         if reference is None:
