@@ -50,6 +50,7 @@ def test_derived_columns_use_causal_flops_and_same_shape_baselines():
     assert ours.speedup_vs_sdpa_flash == pytest.approx(10.0)
     assert ours.speedup_vs_sdpa_cudnn == pytest.approx(5.0)
     assert ours.speedup_vs_flex == pytest.approx(2.0)
+    assert ours.kept_share_of_cudnn == pytest.approx(0.2 * 5.0), "kept TFLOP/s over cuDNN's TFLOP/s"
     assert rows[0].speedup_vs_sdpa_cudnn == pytest.approx(0.5)
     assert rows[-1].dense_tflops is None, "a failed row gets no derived numbers"
 
@@ -66,6 +67,7 @@ def test_markdown_table_lists_measured_rows_and_explains_the_rest():
         "est+index ms",
         "TFLOP/s dense-eq",
         "TFLOP/s kept",
+        "kept % of cuDNN",
         "× FA2",
         "× cuDNN",
         "× Flex",
@@ -75,7 +77,7 @@ def test_markdown_table_lists_measured_rows_and_explains_the_rest():
         assert f" {column} " in header, column
     body = [line for line in lines if line.startswith("| 32K") or line.startswith("| 128K")]
     assert len(body) == 5
-    assert "| 20.0% | 2 | 0.5 |" in body[3] and "| 10.00× | 5.00× | 2.00× |" in body[3], body[3]
+    assert "| 20.0% | 2 | 0.5 |" in body[3] and "| 100% | 10.00× | 5.00× | 2.00× |" in body[3], body[3]
     assert "| ~160 |" in body[4], body[4]
     assert any("128K×1 minference vertical_slash random: oom" in line for line in lines)
 

@@ -60,6 +60,7 @@ class Row:
     estimate_ms: Optional[float] = None
     dense_tflops: Optional[float] = None
     kept_tflops: Optional[float] = None
+    kept_share_of_cudnn: Optional[float] = None
     speedup_vs_sdpa_flash: Optional[float] = None
     speedup_vs_sdpa_cudnn: Optional[float] = None
     speedup_vs_flex: Optional[float] = None
@@ -113,7 +114,8 @@ def budget_label(pattern) -> str:
 
 
 def add_derived(rows: Sequence[Row]) -> None:
-    """Fill TFLOP/s and the speedups against every baseline of the same shape (pattern and set, for Flex)."""
+    """Fill TFLOP/s, the kept share of cuDNN and the speedups against every baseline of the same shape (pattern and
+    set, for Flex)."""
 
     def key(row: Row, *extra):
         return (row.n, row.batch, row.heads, row.kv_heads, row.head_dim, row.dtype) + extra
@@ -133,6 +135,9 @@ def add_derived(rows: Sequence[Row]) -> None:
         for method in DENSE_METHODS:
             base = dense.get(key(row, method))
             setattr(row, f"speedup_vs_{method}", base / row.ms if base else None)
+        # issue 3's efficiency measure: TFLOP/s on the kept tiles over cuDNN's dense TFLOP/s at the same shape
+        if row.density is not None and row.speedup_vs_sdpa_cudnn is not None:
+            row.kept_share_of_cudnn = row.density * row.speedup_vs_sdpa_cudnn
         base = (
             flex.get(key(row, row.pattern, row.budget, row.index_set)) if row.method == "minference" else None
         )

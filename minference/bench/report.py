@@ -19,6 +19,7 @@ COLUMNS = (
     ("est+index ms", "estimate_ms"),
     ("TFLOP/s dense-eq", "dense_tflops"),
     ("TFLOP/s kept", "kept_tflops"),
+    ("kept % of cuDNN", "kept_share_of_cudnn"),
     ("× FA2", "speedup_vs_sdpa_flash"),
     ("× cuDNN", "speedup_vs_sdpa_cudnn"),
     ("× Flex", "speedup_vs_flex"),
@@ -61,6 +62,8 @@ def _cell(key: str, row: Mapping) -> str:
         return ("~" + text) if row.get("extrapolated") else text
     if key == "density":
         return f"{value:.1%}" if value < 10 else f"{value:.0f}×"
+    if key == "kept_share_of_cudnn":
+        return f"{value:.0%}"
     if key.startswith("speedup"):
         return f"{value:.2f}×"
     if key.endswith("tflops"):
