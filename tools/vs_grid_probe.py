@@ -10,11 +10,11 @@ so only times, areas and NaN-freedom are compared. Usage, on a CUDA machine:
 ``CASES=32768:local_heavy,131072:measured OUT=dir python tools/vs_grid_probe.py`` (writes ``dir/vsgrid.json``).
 """
 import json
-import os
 
 import torch
+from probe_cases import run_cases  # tools/ is on sys.path when run as a script
 
-from minference.bench.index_sets import load_head_stats, vertical_slash_indices
+from minference.bench.index_sets import vertical_slash_indices
 from minference.bench.timing import time_reps
 from minference.index import build_block_sparse_index, build_vertical_slash_index
 from minference.kernels import sparse_attention as sa
@@ -71,16 +71,7 @@ def run_case(n: int, name: str, stats) -> list:
 
 
 def main():
-    out_dir = os.environ.get("OUT", "/tmp")
-    cases = os.environ.get("CASES", "32768:local_heavy,32768:measured,131072:local_heavy,131072:measured")
-    stats = load_head_stats()
-    results = []
-    for case in cases.split(","):
-        n, name = case.split(":")
-        results += run_case(int(n), name, stats)
-        torch.cuda.empty_cache()
-        with open(os.path.join(out_dir, "vsgrid.json"), "w") as f:
-            json.dump(results, f, indent=1)
+    run_cases(run_case, "32768:local_heavy,32768:measured,131072:local_heavy,131072:measured", "vsgrid.json")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,18 @@ The library kernel's constexpr switches: the block walk loads its next offset on
 masked K/V loads or unmasked ones whose scores are masked by key (``MASKED_COLUMNS``), and gathers a chunk's walked
 flags from its columns loaded a chunk earlier or in the same iteration (``FLAGS_AHEAD``). Every variant computes
 the same function (the output's largest difference from the library kernel is recorded). Usage, on a CUDA machine:
-``CASES=131072:local_heavy,524288:measured OUT=dir python tools/vs_loop_variants.py`` (writes ``dir/vsprobe.json``); ``FIRST=2`` times only the first two variants.
+``CASES=131072:local_heavy,524288:measured OUT=dir python tools/vs_loop_variants.py`` (writes ``dir/vsprobe.json``);
+``FIRST=2`` times only the first two variants.
 """
 import json
 import os
 
 import torch
+from probe_cases import run_cases  # tools/ is on sys.path when run as a script
 
 from minference.kernels import sparse_attention as sa
 from minference.index import build_vertical_slash_index
-from minference.bench.index_sets import vertical_slash_indices, load_head_stats
+from minference.bench.index_sets import vertical_slash_indices
 from minference.bench.timing import time_reps
 from minference.patterns import VerticalSlash
 
@@ -60,16 +62,8 @@ def run_case(n: int, name: str, stats, dev) -> list:
 
 
 def main():
-    out_dir = os.environ.get("OUT", "/tmp")
-    cases = os.environ.get("CASES", "131072:local_heavy,131072:measured,1048576:local_heavy,1048576:measured")
-    stats = load_head_stats()
-    results = []
-    for case in cases.split(","):
-        n, name = case.split(":")
-        results += run_case(int(n), name, stats, torch.device("cuda"))
-        torch.cuda.empty_cache()
-        with open(os.path.join(out_dir, "vsprobe.json"), "w") as f:
-            json.dump(results, f, indent=1)
+    run_cases(lambda n, name, stats: run_case(n, name, stats, torch.device("cuda")),
+              "131072:local_heavy,131072:measured,1048576:local_heavy,1048576:measured", "vsprobe.json")
 
 
 if __name__ == "__main__":
