@@ -1,11 +1,21 @@
-"""The ``CASES`` loop the vertical-slash probes share: ``N:index_set`` pairs from the environment, one row list per
-case, the JSON rewritten after each case so a probe cut short by its time limit still leaves what it measured."""
+"""What the vertical-slash probes share: their inputs (Llama-3-8B head shapes, bf16, seed 0) and the ``CASES``
+loop: ``N:index_set`` pairs from the environment, one row list per case, the JSON rewritten after each case so a
+probe cut short by its time limit still leaves what it measured."""
 import json
 import os
 
 import torch
 
 from minference.bench.index_sets import load_head_stats
+
+
+def inputs(n: int):
+    """``q (1, 32, n, 128)``, ``k``, ``v (1, 8, n, 128)`` standard normal in bf16 on the GPU, and every query head."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    q = torch.randn(1, 32, n, 128, device=dev, dtype=torch.bfloat16)
+    k = torch.randn(1, 8, n, 128, device=dev, dtype=torch.bfloat16)
+    return q, k, torch.randn_like(k), torch.arange(32, device=dev, dtype=torch.int32)
 
 
 def run_cases(run_case, default_cases: str, filename: str) -> list:

@@ -12,7 +12,7 @@ so only times, areas and NaN-freedom are compared. Usage, on a CUDA machine:
 import json
 
 import torch
-from probe_cases import run_cases  # tools/ is on sys.path when run as a script
+from probe_cases import inputs, run_cases  # tools/ is on sys.path when run as a script
 
 from minference.bench.index_sets import vertical_slash_indices
 from minference.bench.timing import time_reps
@@ -39,16 +39,12 @@ def grid128_blocks(index) -> torch.Tensor:
 
 
 def run_case(n: int, name: str, stats) -> list:
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    q = torch.randn(1, 32, n, 128, device=dev, dtype=torch.bfloat16)
-    k = torch.randn(1, 8, n, 128, device=dev, dtype=torch.bfloat16)
-    v = torch.randn_like(k)
+    q, k, v, heads = inputs(n)
+    dev = q.device
     _, slash = vertical_slash_indices(name, n, 1, 32, VerticalSlash(1000, 6096), device=dev, stats=stats)
     one_column = torch.zeros(1, 32, 1, dtype=torch.int32, device=dev)
     index = build_vertical_slash_index(n, one_column, slash)
     block_index = build_block_sparse_index(grid128_blocks(index))
-    heads = torch.arange(32, device=dev, dtype=torch.int32)
     reps = 10 if n <= 1 << 17 else 3
     runs = {
         "64-token grid (vertical-slash kernel, 64 x 64)":

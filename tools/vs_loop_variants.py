@@ -12,7 +12,7 @@ import json
 import os
 
 import torch
-from probe_cases import run_cases  # tools/ is on sys.path when run as a script
+from probe_cases import inputs, run_cases  # tools/ is on sys.path when run as a script
 
 from minference.kernels import sparse_attention as sa
 from minference.index import build_vertical_slash_index
@@ -38,14 +38,10 @@ VARIANTS = {  # label: (OFFSETS_AHEAD, COLUMNS_AHEAD, MASKED_COLUMNS[, FLAGS_AHE
 }
 
 
-def run_case(n: int, name: str, stats, dev) -> list:
-    torch.manual_seed(0)
-    q = torch.randn(1, 32, n, 128, device=dev, dtype=torch.bfloat16)
-    k = torch.randn(1, 8, n, 128, device=dev, dtype=torch.bfloat16)
-    v = torch.randn_like(k)
-    vi, si = vertical_slash_indices(name, n, 1, 32, VerticalSlash(1000, 6096), device=dev, stats=stats)
+def run_case(n: int, name: str, stats) -> list:
+    q, k, v, heads = inputs(n)
+    vi, si = vertical_slash_indices(name, n, 1, 32, VerticalSlash(1000, 6096), device=q.device, stats=stats)
     index = build_vertical_slash_index(n, vi, si)
-    heads = torch.arange(32, device=dev, dtype=torch.int32)
     reference, rows = None, []
     reps = 3 if n >= 1 << 19 else 10
     for label, flags in list(VARIANTS.items())[:int(os.environ.get("FIRST", len(VARIANTS)))]:
@@ -62,8 +58,7 @@ def run_case(n: int, name: str, stats, dev) -> list:
 
 
 def main():
-    run_cases(lambda n, name, stats: run_case(n, name, stats, torch.device("cuda")),
-              "131072:local_heavy,131072:measured,1048576:local_heavy,1048576:measured", "vsprobe.json")
+    run_cases(run_case, "131072:local_heavy,131072:measured,1048576:local_heavy,1048576:measured", "vsprobe.json")
 
 
 if __name__ == "__main__":
