@@ -16,6 +16,7 @@ from ._device_cache import device_tensor
 from ._checks import HALF_DTYPES, check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
 from .index import (
     TILE,
+    VerticalSlashIndex,
     a_shape_index_mask_rows,
     block_sparse_index_mask_rows,
     build_block_sparse_index,
@@ -23,6 +24,7 @@ from .index import (
     vertical_slash_index_mask_rows,
 )
 from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
+from .index.vertical_slash import check_tile
 from .kernels._utils import launch_options, shared_memory_fits, tile_shared_bytes
 from .kernels.gqa_pack import check_pack, default_pack, plan_packs
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash
@@ -110,6 +112,7 @@ def vertical_slash_attention(
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
     rows_per_program: Optional[int] = None,
+    tile: Optional[int] = None,
 ):
     """Causal attention over chosen key columns and diagonals (the kernel's tiles, see :func:`vertical_slash_mask`).
 
@@ -123,10 +126,13 @@ def vertical_slash_attention(
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
         validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
         out: optional preallocated ``(B, Hq, N, D)`` output.
-        rows_per_program: 64, or 128 for Triton programs that serve two query blocks (each key tile loaded once for
-            both, 8 warps). The same function. ``None`` (default) is 64: 128 measured slower on an H200
-            (docs/benchmarks.md). Shapes whose 128-row query tile would not fit in shared memory (float32 at
-            head_dim 256) run 64-row programs.
+        rows_per_program: 64, or 128 for Triton programs that serve two query blocks of the 64-token grid (each
+            key tile loaded once for both, 8 warps). The same function. ``None`` (default) is 64: 128 measured
+            slower on an H200 (docs/benchmarks.md). Shapes whose 128-row query tile would not fit in shared memory
+            (float32 at head_dim 256) run 64-row programs. Giving it without ``tile`` means the 64-token grid.
+        tile: the grid diagonals are kept on, 64 or 128 tokens (:func:`vertical_slash_mask`): the 128-token grid
+            keeps a superset of the 64-token one's entries. ``None`` (default):
+            :func:`default_vertical_slash_tile`, which depends on the device: pass it for one mask everywhere.
 
     Returns:
         ``out`` or ``(out, lse)``.
@@ -138,18 +144,21 @@ def vertical_slash_attention(
     backend = _resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
     _check_rows_per_program(rows_per_program)
+    tile = _resolve_tile(tile, q, backend, rows_per_program)
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, q.device, validate)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, q.device, validate)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
-    index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+    index = build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
     out, lse = _outputs(q, out, return_lse)
     all_heads = list(range(heads))
     if backend == "triton":
-        from .kernels.sparse_attention import vertical_slash_forward, vertical_slash_pair_forward
+        from .kernels.sparse_attention import vertical_slash_pair_forward
 
         head_map = device_tensor(range(heads), q.device)
-        forward = vertical_slash_pair_forward if _pair_programs(rows_per_program, q) else vertical_slash_forward
-        forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        if tile == TILE and _pair_programs(rows_per_program, q):
+            vertical_slash_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        else:
+            _vertical_slash_launch(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
         _torch_forward(q, k, v, all_heads, rows, out, lse, seqlens, sm_scale)
@@ -157,14 +166,80 @@ def vertical_slash_attention(
 
 
 def vertical_slash_mask(
-    n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor, *, seqlens: Optional[torch.Tensor] = None
+    n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor, *, seqlens: Optional[torch.Tensor] = None,
+    tile: int = TILE,
 ) -> torch.Tensor:
-    """The exact ``(B, Hq, n, n)`` boolean mask :func:`vertical_slash_attention` computes (small ``n`` only)."""
+    """The exact ``(B, Hq, n, n)`` boolean mask :func:`vertical_slash_attention` computes on the ``tile``-token grid
+    (small ``n`` only): the chosen columns, and every ``tile x tile`` tile a chosen diagonal crosses, causally."""
     check_positive_int("n", n)
+    check_tile(tile)
     batch, heads = vertical_idx.shape[:2]
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, vertical_idx.device, True)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, vertical_idx.device, True)
-    return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens)
+    return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens, tile=tile)
+
+
+WIDE_GRID_MAX_TOKENS = 262144
+"""The longest prompt :func:`default_vertical_slash_tile` puts on the 128-token grid."""
+
+
+def default_vertical_slash_tile(q: torch.Tensor) -> int:
+    """The grid vertical-slash ops keep diagonals on for inputs like ``q`` when not told: 128 tokens up to
+    :data:`WIDE_GRID_MAX_TOKENS` where whole 128 x 128 programs run with their full pipeline (CUDA, half precision,
+    head_dim <= 128, 224 KiB of shared memory: H100/H200, not A100 or consumer cards), else 64. It depends on the
+    inputs, not on the backend, so both backends compute the same function for the same inputs.
+
+    Measured on an H200 (bf16, 32/8 heads, head_dim 128, budgets (1000, 6096), docs/benchmarks.md): at 32K-256K
+    the 128-token grid computes 0.7-6 % more entries and runs 1.03-1.12x faster on both index sets. Beyond, the
+    measured set's diagonals spread out, and a lone diagonal costs twice the area on the wider grid: at 512K its
+    cover is 24 % larger and 0.93x as fast, at 1M 48 % and 0.78x (the local-heavy set still gains 1.13x there).
+    """
+    return 2 * TILE if q.is_cuda and _wide_grid_pays(q) else TILE
+
+
+def _wide_grid_pays(q: torch.Tensor) -> bool:
+    """:func:`default_vertical_slash_tile`'s rule for ``q`` on a CUDA device."""
+    return q.shape[2] <= WIDE_GRID_MAX_TOKENS and _wide_tiles_fit(q)
+
+
+def _resolve_tile(tile: Optional[int], q: torch.Tensor, backend: str, rows_per_program: Optional[int]) -> int:
+    """``tile`` checked, or chosen (:func:`default_vertical_slash_tile`; the 64-token grid when
+    ``rows_per_program`` is given, whose pair programs walk that grid). A 128-token grid asked of the Triton
+    backend must fit in shared memory with at least one K/V stage."""
+    if tile is None:
+        return TILE if rows_per_program is not None else default_vertical_slash_tile(q)
+    check_tile(tile)
+    if tile == 2 * TILE:
+        if rows_per_program == TILE:
+            raise ValueError("rows_per_program=64 needs tile=64: the 128-token grid runs 128-row programs")
+        if backend == "triton" and _wide_stages(q) is None:
+            raise ValueError(f"tile=128 needs a 128 x 128 program in shared memory; {q.dtype} at head_dim "
+                             f"{q.shape[-1]} does not fit on {q.device}: use tile=64")
+    return tile
+
+
+def _wide_stages(q: torch.Tensor) -> Optional[int]:
+    """The most K/V stages, up to the launcher's, with which a 128 x 128 program fits (None if not even one)."""
+    head_dim = q.shape[-1]
+    stages = launch_options(head_dim, q.dtype, 2 * TILE).get("num_stages", 1)  # none under the interpreter
+    for depth in range(stages, 0, -1):
+        if shared_memory_fits(tile_shared_bytes(2 * TILE, 2 * TILE, head_dim, q.dtype, depth), q.device):
+            return depth
+    return None
+
+
+def _vertical_slash_launch(q, k, v, index: VerticalSlashIndex, head_map, out, lse, seqlens, sm_scale) -> None:
+    """The vertical-slash kernel over ``index``; on the 128-token grid with fewer K/V stages where the launcher's
+    do not fit (an explicit ``tile=128`` on an A100, float32)."""
+    from .kernels.sparse_attention import vertical_slash_forward
+
+    launch = None
+    launcher_stages = launch_options(q.shape[-1], q.dtype, 2 * TILE).get("num_stages")  # none under the interpreter
+    if index.tile != TILE and launcher_stages is not None:
+        stages = _wide_stages(q)
+        if stages != launcher_stages:
+            launch = {"num_stages": stages}
+    vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale, launch=launch)
 
 
 def _check_rows_per_program(rows_per_program: Optional[int]) -> None:
@@ -198,7 +273,15 @@ def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: to
     device's shared memory (224 KiB at head_dim 128: H100/H200 yes, A100 no). Measured on an H200 (bf16, head_dim
     128, 32K and 128K, batch 1 and 4, docs/benchmarks.md): 1.25-1.32x faster than two 64-row programs per block,
     and 1.05-1.10x faster than 64-token blocks of the same coverage (top_k 100 against 50)."""
-    if rows_per_program == 64 or block_size != 2 * TILE or q.dtype not in HALF_DTYPES or q.shape[-1] > 128:
+    if rows_per_program == 64 or block_size != 2 * TILE:
+        return False
+    return _wide_tiles_fit(q)
+
+
+def _wide_tiles_fit(q: torch.Tensor) -> bool:
+    """Whether 128 x 128 programs are the fast choice for ``q``: in half precision at head_dim <= 128, where the
+    query tile and the launcher's three K/V stages fit in shared memory (224 KiB at head_dim 128)."""
+    if q.dtype not in HALF_DTYPES or q.shape[-1] > 128:
         return False
     return _program_fits(2 * TILE, 2 * TILE, q)
 
@@ -455,7 +538,8 @@ def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes:
     batch = None
     total = 0
     if vertical_slash_index is not None:
-        total = total + vertical_slash_tiles(vertical_slash_index).sum()
+        scale = (vertical_slash_index.tile // TILE) ** 2  # a 128 x 128 tile costs four of 64 x 64
+        total = total + vertical_slash_tiles(vertical_slash_index).sum() * scale
         batch = vertical_slash_index.block_count.shape[0]
     for block_size, index in block_indexes.items():
         # a block of block_size^2 scores costs (block_size / 64)^2 tiles of 64 x 64
@@ -484,6 +568,7 @@ def sparse_attention(
     out: Optional[torch.Tensor] = None,
     dense_above: Optional[float] = None,
     dense_below: Optional[int] = None,
+    vertical_slash_tile: Optional[int] = None,
 ):
     """MInference prefill attention: each query head runs its own pattern, with indices estimated from this input.
 
@@ -504,6 +589,8 @@ def sparse_attention(
         dense_below: length fallback. Prompts of fewer tokens run exact dense attention through SDPA without
             estimating anything: below the crossover the sparse path cannot win (on an H200, 32768 tokens for the
             default budgets; docs/benchmarks.md). Same conditions as ``dense_above``; ``None`` (default): off.
+        vertical_slash_tile: the grid vertical-slash heads keep diagonals on (``tile`` of
+            :func:`vertical_slash_attention`); ``None`` (default): :func:`default_vertical_slash_tile`.
         Other arguments as in :func:`vertical_slash_attention`.
 
     Returns:
@@ -516,6 +603,7 @@ def sparse_attention(
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     _check_dense_above(dense_above)
     _check_dense_below(dense_below)
+    tile = _resolve_tile(vertical_slash_tile, q, backend, None)
 
     sdpa_can_stand_in = seqlens is None and not return_lse
     if sdpa_can_stand_in and dense_below is not None and n < dense_below:
@@ -538,7 +626,7 @@ def sparse_attention(
         vertical_idx, slash_idx = vertical_slash_pattern.estimate(
             q, k, [per_head[h] for h in vertical_slash_heads], vertical_slash_heads, seqlens=seqlens, sm_scale=sm_scale
         )
-        vertical_slash_index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+        vertical_slash_index = build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
     block_indexes = {}
     for block_size, group in block_groups.items():
         block_idx = block_sparse_pattern.estimate(
@@ -554,10 +642,8 @@ def sparse_attention(
     out, lse = _outputs(q, out, return_lse)
     if vertical_slash_index is not None:
         if backend == "triton":
-            from .kernels.sparse_attention import vertical_slash_forward
-
             head_map = device_tensor(vertical_slash_heads, q.device)
-            vertical_slash_forward(q, k, v, vertical_slash_index, head_map, out, lse, seqlens, sm_scale)
+            _vertical_slash_launch(q, k, v, vertical_slash_index, head_map, out, lse, seqlens, sm_scale)
         else:
             rows = lambda start, end: vertical_slash_index_mask_rows(vertical_slash_index, n, start, end)  # noqa: E731
             _torch_forward(q, k, v, vertical_slash_heads, rows, out, lse, seqlens, sm_scale)

@@ -44,6 +44,15 @@ def test_vertical_slash_counts_a_column_tile_per_64_columns():
     assert vertical_slash_tiles(index).tolist() == [[4 + 0 + 1 + 2 + 3]]
 
 
+def test_vertical_slash_density_on_the_128_token_grid_hand_worked():
+    # n = 512: 4 row blocks of 128, 10 causal 128 x 128 tiles.
+    # Slashes 0 and 70 -> block-diagonal offsets {0} and {0, 1}: row blocks 0..3 walk 1, 2, 2, 2 = 7 tiles.
+    # Columns 5 and 130: row block m gathers those < 128 m: 0, 1, 1, 2 -> one column chunk from m = 1 on: 3.
+    index = build_vertical_slash_index(512, torch.tensor([[[5, 130]]]), torch.tensor([[[0, 70]]]), 128)
+    assert vertical_slash_tiles(index).tolist() == [[10]]
+    assert vertical_slash_density(index, 512).item() == pytest.approx(10 / 10)
+
+
 def test_block_sparse_density_hand_worked():
     # n = 256, 64-blocks: rows list [-1], [0], [0, 0], [1]; the diagonal block is always added -> 1, 2, 2, 2.
     block_idx = torch.tensor([[[[-1, -1], [0, -1], [0, 0], [1, -1]]]])

@@ -45,12 +45,14 @@ def _check(block_mask, reference: torch.Tensor) -> None:
     assert bool((all_kept | ~full.expand_as(all_kept)).all()), "a 'full' block has masked elements"
 
 
-def test_vertical_slash_block_mask_is_our_mask():
+@pytest.mark.parametrize("tile", [64, 128])
+def test_vertical_slash_block_mask_is_our_mask(tile):
     vertical_idx, slash_idx = vertical_slash_indices(
         "random", N, 1, 2, VerticalSlash(20, 60, sink=4, local=8)
     )
-    block_mask, density = vertical_slash_block_mask(build_vertical_slash_index(N, vertical_idx, slash_idx), N)
-    _check(block_mask, vertical_slash_mask(N, vertical_idx, slash_idx))
+    index = build_vertical_slash_index(N, vertical_idx, slash_idx, tile)
+    block_mask, density = vertical_slash_block_mask(index, N)
+    _check(block_mask, vertical_slash_mask(N, vertical_idx, slash_idx, tile=tile))
     assert 0 < density <= 1
 
 

@@ -125,3 +125,23 @@ def test_bad_arguments_name_themselves():
         block_sparse_indices("random", 64, 1.5, 1, BlockSparse())
     with pytest.raises(TypeError, match="pattern"):
         block_sparse_indices("random", 64, 1, 1, VS)
+
+
+def test_rows_on_the_128_token_grid_say_so_and_count_its_tiles(monkeypatch):
+    """Where the library runs vertical-slash on the 128-token grid, its row says so and its density counts that
+    grid's tiles; a forced program height keeps the 64-token grid and its label."""
+    from minference import ops
+    from minference.bench.kernels import pattern_cases
+    from minference.bench.shapes import Shape, Sweep
+
+    monkeypatch.setattr(ops, "default_vertical_slash_tile", lambda q: 128)
+    shape = Shape(n=1024, heads=2, kv_heads=1)
+    pattern = VerticalSlash(40, 200, sink=4, local=16)
+    sweep = Sweep("t", (shape,), (pattern,), index_sets=("local_heavy",), rows_per_program=(None, 128))
+    wide, pair = pattern_cases(pattern, sweep, shape, "cpu", None)
+    vertical, slash = vertical_slash_indices("local_heavy", 1024, 1, 2, pattern)
+    assert wide[0].endswith(", tile=128") and pair[0].endswith(", rows=128")
+    for (label, density, _, _), tile in ((wide, 128), (pair, 64)):
+        index = build_vertical_slash_index(1024, vertical, slash, tile)
+        assert density == pytest.approx(float(vertical_slash_density(index, 1024).mean())), label
+    assert wide[1] != pytest.approx(pair[1]), "the two grids cover different areas"

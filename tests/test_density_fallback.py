@@ -71,12 +71,14 @@ def test_executed_tiles_count_what_each_launch_walks():
     vs_index = build_vertical_slash_index(N, vertical, slash)
     bs_index = build_block_sparse_index(block_sparse_pattern.estimate(q, k, [bs], [2]))
     counted = ops._executed_tiles(N, patterns, vs_index, {32: bs_index})
-    expected = (
-        vertical_slash_tiles(vs_index).sum().item()
-        + bs_index.block_count.sum().item() / 4  # a 32 x 32 block is a quarter of a 64 x 64 tile
+    others = (
+        bs_index.block_count.sum().item() / 4  # a 32 x 32 block is a quarter of a 64 x 64 tile
         + 2 * (a_shape_tiles(N, 64, 64) + causal_tiles(N))  # batch of two
     )
-    assert float(counted) == pytest.approx(expected)
+    assert float(counted) == pytest.approx(vertical_slash_tiles(vs_index).sum().item() + others)
+    wide_index = build_vertical_slash_index(N, vertical, slash, 128)  # a 128 x 128 tile is four of 64 x 64
+    counted = ops._executed_tiles(N, patterns, wide_index, {32: bs_index})
+    assert float(counted) == pytest.approx(4 * vertical_slash_tiles(wide_index).sum().item() + others)
 
 
 @pytest.mark.parametrize("bad", [-0.1, "0.5", True, float("nan")])

@@ -13,13 +13,14 @@ from minference.evals.results import ResultStore, markdown_table
 from minference.index import build_vertical_slash_index, vertical_slash_index_mask_rows
 
 
+@pytest.mark.parametrize("tile", [64, 128])
 @pytest.mark.parametrize("n", [1, 63, 64, 130, 257])
-def test_vertical_slash_area_equals_the_kernel_mask(n):
+def test_vertical_slash_area_equals_the_kernel_mask(n, tile):
     g = torch.Generator().manual_seed(n)
     vertical = torch.randint(0, n, (1, 3, 7), generator=g, dtype=torch.int32)
     slash = torch.randint(0, n, (1, 3, 5), generator=g, dtype=torch.int32)
-    mask = vertical_slash_index_mask_rows(build_vertical_slash_index(n, vertical, slash), n, 0, n)
-    area = vertical_slash_area(n, vertical, slash)
+    mask = vertical_slash_index_mask_rows(build_vertical_slash_index(n, vertical, slash, tile), n, 0, n)
+    area = vertical_slash_area(n, vertical, slash, tile)
     assert torch.equal(area, mask.sum(dim=(-1, -2)).double()), (area, mask.sum(dim=(-1, -2)))
 
 

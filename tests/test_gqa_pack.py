@@ -190,3 +190,44 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
     ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 4, 1, dtype=torch.long), 64, backend="triton")
     ops.sparse_attention(q, kv, kv, [mi.BlockSparse(top_k=1, block_size=128)] * 2, backend="triton")
     assert launched == [(128, wide), (128, False), (64, False), (128, wide)]
+
+
+@pytest.mark.parametrize("shared_bytes, dtype, head_dim, chosen, stages", [
+    (H200_SHARED, torch.float16, 128, True, 3),     # 128 query rows + 3 stages of 128-key K/V tiles: 224 KiB
+    (H200_SHARED, torch.float16, 256, False, 1),    # 512-byte rows get one stage: 192 KiB
+    (H200_SHARED, torch.float32, 128, False, 1),
+    (H200_SHARED, torch.float32, 256, False, None),  # 384 KiB even with one stage
+    (A100_SHARED, torch.float16, 128, False, 2),    # 224 KiB does not fit in 164 KiB; two stages (160 KiB) do
+    (CONSUMER_SHARED, torch.float16, 128, False, 1),
+])
+def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypatch, shared_bytes, dtype, head_dim,
+                                                                       chosen, stages):
+    """The 128-token grid is chosen where whole 128 x 128 programs keep their three stages; asked for elsewhere it
+    runs with the stages that fit, or is refused by name where not even one does."""
+    from minference.kernels import sparse_attention as kernels
+
+    on_device_with(monkeypatch, shared_bytes)
+    launches = []
+    monkeypatch.setattr(kernels, "vertical_slash_forward",
+                        lambda q, k, v, index, *args, launch=None: launches.append((index.tile, launch)))
+    q = torch.randn(1, 2, 128, head_dim).to(dtype)
+    assert ops._wide_grid_pays(q) == chosen and ops._wide_stages(q) == stages
+    longer = q[:, :, :1].expand(1, 2, ops.WIDE_GRID_MAX_TOKENS + 1, head_dim)
+    assert not ops._wide_grid_pays(longer), "past 256K the measured heads' wider cover costs more than it saves"
+    index = torch.zeros(1, 2, 1, dtype=torch.long)
+    if stages is None:
+        with pytest.raises(ValueError, match="tile=128 needs a 128 x 128 program"):
+            ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", tile=128)
+        return
+    ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", tile=128)
+    ops.sparse_attention(q, q[:, :1], q[:, :1], mi.VerticalSlash(1, 1), backend="triton", vertical_slash_tile=128)
+    ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", rows_per_program=64)
+    launcher = 3 if dtype == torch.float16 and head_dim <= 128 else 1
+    assert launches == [(128, None if stages == launcher else {"num_stages": stages})] * 2 + [(64, None)]
+
+
+def test_off_the_gpu_vertical_slash_keeps_the_64_token_grid():
+    """The device decides the default grid, not the backend: CPU tensors (the torch backend, the interpreter) keep
+    64 tokens whatever their dtype."""
+    for dtype in (torch.float16, torch.float32):
+        assert ops.default_vertical_slash_tile(torch.zeros(1, 1, 1, 128, dtype=dtype)) == 64

@@ -12,11 +12,12 @@ from minference.index import (
     build_vertical_slash_index,
     vertical_slash_index_mask_rows,
 )
-from minference.patterns.vertical_slash import TILE
+from minference.patterns.vertical_slash import TILES
 
 pytestmark = pytest.mark.kernels
 
-lengths = st.one_of(st.sampled_from([1, 63, 64, 65, 127, 128, 129]), st.integers(1, 330))
+lengths = st.one_of(st.sampled_from([1, 63, 64, 65, 127, 128, 129, 255, 257]), st.integers(1, 330))
+tiles = st.sampled_from(TILES)
 
 
 @st.composite
@@ -31,20 +32,42 @@ def vertical_slash_choices(draw):
     return n, vertical.to(draw(st.sampled_from([torch.int32, torch.int64]))), slash
 
 
+@settings(max_examples=80, deadline=None)
+@given(vertical_slash_choices(), tiles)
+def test_vertical_slash_index_walks_exactly_the_pattern_mask(choice, tile):
+    n, vertical, slash = choice
+    index = build_vertical_slash_index(n, vertical, slash, tile)
+    assert index.tile == tile
+    walked = vertical_slash_index_mask_rows(index, n, 0, n)
+    assert torch.equal(walked, ops.vertical_slash_mask(n, vertical, slash, tile=tile))
+
+
 @settings(max_examples=60, deadline=None)
 @given(vertical_slash_choices())
-def test_vertical_slash_index_walks_exactly_the_pattern_mask(choice):
+def test_the_128_token_grid_keeps_every_entry_of_the_64_token_grid(choice):
+    """The 128-token grid only widens diagonal bands (a 64-grid tile-diagonal d lies in 128-grid tile-diagonals
+    floor(d / 2) and ceil(d / 2), both crossed), so switching grids never drops an entry."""
     n, vertical, slash = choice
-    index = build_vertical_slash_index(n, vertical, slash)
-    walked = vertical_slash_index_mask_rows(index, n, 0, n)
-    assert torch.equal(walked, ops.vertical_slash_mask(n, vertical, slash))
+    narrow = ops.vertical_slash_mask(n, vertical, slash, tile=64)
+    wide = ops.vertical_slash_mask(n, vertical, slash, tile=128)
+    assert not (narrow & ~wide).any()
+
+
+def test_the_128_token_grid_keeps_the_whole_128_token_diagonal_tile():
+    """Row 100 keeps key 10 on the 128-token grid (same 128-token block), not on the 64-token one."""
+    nothing = torch.zeros(1, 1, 0, dtype=torch.long)
+    diagonal = torch.zeros(1, 1, 1, dtype=torch.long)
+    narrow = ops.vertical_slash_mask(200, nothing, diagonal, tile=64)[0, 0]
+    wide = ops.vertical_slash_mask(200, nothing, diagonal, tile=128)[0, 0]
+    assert wide[100, 10] and not narrow[100, 10]
+    assert wide.sum() == 128 * 129 // 2 + 72 * 73 // 2 and narrow.sum() == 3 * 64 * 65 // 2 + 8 * 9 // 2
 
 
 @settings(max_examples=40, deadline=None)
-@given(vertical_slash_choices(), st.integers(1, 100))
-def test_vertical_slash_index_rows_in_chunks_equal_all_rows(choice, chunk):
+@given(vertical_slash_choices(), st.integers(1, 100), tiles)
+def test_vertical_slash_index_rows_in_chunks_equal_all_rows(choice, chunk, tile):
     n, vertical, slash = choice
-    index = build_vertical_slash_index(n, vertical, slash)
+    index = build_vertical_slash_index(n, vertical, slash, tile)
     whole = vertical_slash_index_mask_rows(index, n, 0, n)
     parts = [vertical_slash_index_mask_rows(index, n, s, min(n, s + chunk)) for s in range(0, n, chunk)]
     assert torch.equal(torch.cat(parts, dim=2), whole)
@@ -68,11 +91,11 @@ def test_vertical_slash_mask_holds_every_choice_the_diagonal_and_nothing_above_i
 
 
 @settings(max_examples=60, deadline=None)
-@given(vertical_slash_choices())
-def test_vertical_slash_index_is_sorted_unique_and_causal(choice):
+@given(vertical_slash_choices(), tiles)
+def test_vertical_slash_index_is_sorted_unique_and_causal(choice, tile):
     n, vertical, slash = choice
-    index = build_vertical_slash_index(n, vertical, slash)
-    blocks = -(-n // TILE)
+    index = build_vertical_slash_index(n, vertical, slash, tile)
+    blocks = -(-n // tile)
     for b in range(vertical.shape[0]):
         for h in range(vertical.shape[1]):
             offsets = index.block_offsets[b, h]
@@ -83,7 +106,7 @@ def test_vertical_slash_index_is_sorted_unique_and_causal(choice):
             columns = index.columns[b, h]
             real = columns[columns < n]
             assert torch.equal(real, torch.unique(vertical[b, h].int())), "columns sorted and unique"
-            starts = torch.arange(blocks) * TILE
+            starts = torch.arange(blocks) * tile
             assert torch.equal(index.column_count[b, h].long(), (real.view(1, -1) < starts.view(-1, 1)).sum(1))
 
 

@@ -41,17 +41,50 @@ def index_generator(shape):
     return torch.Generator().manual_seed(shape["seed"] + 1)
 
 
+def grids_that_fit(q) -> list:
+    """The vertical-slash grids the Triton backend runs for ``q``: 128 x 128 programs need shared memory for their
+    query tile and at least one K/V stage."""
+    return [64, 128] if ops._wide_stages(q) is not None else [64]
+
+
 @cases
-@given(shapes(), st.integers(0, 40), st.integers(0, 40))
-def test_vertical_slash_kernel_equals_masked_reference(shape, nv, ns):
+@given(shapes(), st.integers(0, 40), st.integers(0, 40), st.sampled_from([64, 128]))
+def test_vertical_slash_kernel_equals_masked_reference(shape, nv, ns, tile):
     q, k, v = make_inputs(shape)
     n, gen = shape["n"], index_generator(shape)
     vertical = torch.randint(0, n, (shape["batch"], shape["hq"], nv), generator=gen).to(DEVICE)
     slash = torch.randint(0, n, (shape["batch"], shape["hq"], ns), generator=gen).to(DEVICE)
+    if tile == 128 and ops._wide_stages(q) is None:  # float32 at head_dim 256 on a GPU: 384 KiB with one stage
+        with pytest.raises(ValueError, match="tile=128"):
+            ops.vertical_slash_attention(q, k, v, vertical, slash, backend="triton", tile=tile)
+        return
     out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, backend="triton", return_lse=True,
-                                            out=poisoned_like(q))
-    mask = ops.vertical_slash_mask(n, vertical, slash)
-    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"vertical-slash {shape}")
+                                            out=poisoned_like(q), tile=tile)
+    mask = ops.vertical_slash_mask(n, vertical, slash, tile=tile)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"vertical-slash tile {tile} {shape}")
+
+
+@pytest.mark.parametrize("switches", [{}, dict(FLAGS_AHEAD=False),
+                                      dict(OFFSETS_AHEAD=False, COLUMNS_AHEAD=False, MASKED_COLUMNS=True)])
+def test_vertical_slash_128_token_grid_over_several_column_chunks(switches):
+    """128-row programs gather columns 128 at a time: several chunks, a partial last one, columns inside walked
+    blocks skipped, padded rows, in each loop order, against the masked reference."""
+    from minference.index import build_vertical_slash_index
+    from minference.kernels.sparse_attention import vertical_slash_forward
+
+    n = 700
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = random_qkv(2, 4, 2, n, 64, torch.float32, seed=11, layout="bhnd")
+    vertical = torch.randint(0, n, (2, 4, 500), generator=gen)
+    slash = torch.randint(0, 200, (2, 4, 3), generator=gen)
+    index = build_vertical_slash_index(n, vertical.to(DEVICE), slash.to(DEVICE), 128)
+    assert int(index.column_count.max()) > 2 * 128
+    heads = torch.arange(4, dtype=torch.int32, device=DEVICE)
+    seqlens = torch.tensor([n, n - 150], dtype=torch.int32)
+    out, lse = poisoned_like(q), torch.full(q.shape[:3], float("nan"), device=DEVICE)
+    vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens.to(DEVICE), launch=switches)
+    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens, tile=128)
+    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE), what=f"tile 128 {switches}")
 
 
 @cases
@@ -215,10 +248,13 @@ def test_padded_batch_rows_match_each_sequence_alone(shape, data):
     gen = index_generator(shape)
     vertical = torch.randint(0, n, (shape["batch"], shape["hq"], 8), generator=gen).to(DEVICE)
     slash = torch.randint(0, n, (shape["batch"], shape["hq"], 8), generator=gen).to(DEVICE)
+    tile = data.draw(st.sampled_from(grids_that_fit(q)))
     out = ops.vertical_slash_attention(q, k, v, vertical, slash, seqlens=seqlens, backend="triton",
-                                       out=poisoned_like(q))
-    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens)
-    assert_matches_reference(out, q, k, v, mask, seqlens=seqlens.to(DEVICE), what=f"padded {seqlens} {shape}")
+                                       out=poisoned_like(q), tile=tile)
+    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens, tile=tile)
+    assert_matches_reference(out, q, k, v, mask, seqlens=seqlens.to(DEVICE),
+                             what=f"padded {seqlens} tile {tile} {shape}")
+
 
 
 @cases
@@ -231,12 +267,14 @@ def test_sparse_attention_mixed_heads_equal_their_masks(shape, data):
                mi.BlockSparse(top_k=2, block_size=32), mi.Dense(), mi.VerticalSlash(vertical=40, slash=3),
                mi.BlockSparse(top_k=1, block_size=128)]  # 128 x 128 programs in half precision
     patterns = [choices[i] for i in data.draw(st.lists(st.integers(0, len(choices) - 1), min_size=hq, max_size=hq))]
-    out = mi.sparse_attention(q, k, v, patterns, backend="triton", out=poisoned_like(q))
+    vs_tile = data.draw(st.sampled_from([None, *grids_that_fit(q)]))
+    out = mi.sparse_attention(q, k, v, patterns, backend="triton", out=poisoned_like(q), vertical_slash_tile=vs_tile)
     vs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.VerticalSlash)]
     mask = torch.zeros(shape["batch"], hq, n, n, dtype=torch.bool)
     if vs_heads:
         vertical, slash = mi.patterns.vertical_slash.estimate(q, k, [patterns[h] for h in vs_heads], vs_heads)
-        mask[:, vs_heads] = ops.vertical_slash_mask(n, vertical.cpu(), slash.cpu())
+        tile = vs_tile or ops.default_vertical_slash_tile(q)
+        mask[:, vs_heads] = ops.vertical_slash_mask(n, vertical.cpu(), slash.cpu(), tile=tile)
     for block_size in (32, 128):
         bs_heads = [h for h, p in enumerate(patterns) if isinstance(p, mi.BlockSparse) and p.block_size == block_size]
         if bs_heads:
@@ -246,7 +284,7 @@ def test_sparse_attention_mixed_heads_equal_their_masks(shape, data):
         if isinstance(p, (mi.AShape, mi.Dense)):
             sink, local = (p.sink, p.local) if isinstance(p, mi.AShape) else (0, n)
             mask[:, h] = ops.a_shape_mask(n, sink, local)[0, 0]
-    assert_matches_reference(out, q, k, v, mask.to(DEVICE), what=f"mixed {patterns} {shape}")
+    assert_matches_reference(out, q, k, v, mask.to(DEVICE), what=f"mixed {patterns} tile {vs_tile} {shape}")
 
 
 # one test per kernel rather than one for all three: on a GPU each compiles its own shapes, and xdist runs them side
@@ -328,7 +366,7 @@ def test_changing_later_keys_never_changes_earlier_rows(kind, dtype, data):
 
 
 @pytest.mark.parametrize("with_lse", [True, False])
-@pytest.mark.parametrize("op", ["vertical_slash", "block_sparse", "a_shape"])
+@pytest.mark.parametrize("op", ["vertical_slash", "vertical_slash_128", "block_sparse", "a_shape"])
 def test_torch_backend_equals_masked_reference(op, with_lse):
     """The CPU backend computes the same function as the kernels (same reference, same mask), padded rows included;
     without lse it runs SDPA over the mask, with lse the reference itself."""
@@ -336,10 +374,11 @@ def test_torch_backend_equals_masked_reference(op, with_lse):
     seqlens = torch.tensor([150, 97])
     gen = torch.Generator().manual_seed(3)
     common = dict(backend="torch", return_lse=with_lse, seqlens=seqlens, out=poisoned_like(q))
-    if op == "vertical_slash":
+    if op.startswith("vertical_slash"):
         vertical, slash = torch.randint(0, 150, (2, 4, 9), generator=gen), torch.randint(0, 150, (2, 4, 5), generator=gen)
-        result = ops.vertical_slash_attention(q, k, v, vertical, slash, **common)
-        mask = ops.vertical_slash_mask(150, vertical, slash)
+        tile = 128 if op.endswith("128") else 64
+        result = ops.vertical_slash_attention(q, k, v, vertical, slash, tile=tile, **common)
+        mask = ops.vertical_slash_mask(150, vertical, slash, tile=tile)
     elif op == "block_sparse":
         block_idx = torch.randint(-1, 3, (2, 4, 3, 2), generator=gen)
         result = ops.block_sparse_attention(q, k, v, block_idx, **common)

@@ -82,8 +82,8 @@ def test_asking_for_tma_on_tensors_it_cannot_address_names_the_launch_option():
 # --- every kernel, descriptors against pointers -------------------------------------------------------------------
 
 N, SEQLENS = 300, [300, 203]
-KINDS = ["vertical_slash", "vertical_slash_pair", "block_sparse16", "block_sparse64", "block_sparse128",
-         "block_sparse_pair", "block_sparse_wide", "a_shape", "a_shape_packed"]
+KINDS = ["vertical_slash", "vertical_slash_wide", "vertical_slash_pair", "block_sparse16", "block_sparse64",
+         "block_sparse128", "block_sparse_pair", "block_sparse_wide", "a_shape", "a_shape_packed"]
 
 
 def run_kind(kind, q, k, v, seqlens, tma):
@@ -96,10 +96,11 @@ def run_kind(kind, q, k, v, seqlens, tma):
     if kind.startswith("vertical_slash"):
         vertical = torch.randint(0, N, (batch, hq, 9), generator=gen)
         slash = torch.randint(0, N, (batch, hq, 5), generator=gen)
-        index = build_vertical_slash_index(N, vertical.to(DEVICE), slash.to(DEVICE))
+        tile = 128 if kind.endswith("wide") else 64
+        index = build_vertical_slash_index(N, vertical.to(DEVICE), slash.to(DEVICE), tile)
         forward = sa.vertical_slash_pair_forward if kind.endswith("pair") else sa.vertical_slash_forward
         forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
-        return out, lse, ops.vertical_slash_mask(N, vertical, slash, seqlens=seqlens.cpu())
+        return out, lse, ops.vertical_slash_mask(N, vertical, slash, seqlens=seqlens.cpu(), tile=tile)
     if kind.startswith("block_sparse"):
         block_size = {"block_sparse16": 16, "block_sparse128": 128, "block_sparse_wide": 128}.get(kind, 64)
         blocks = -(-N // block_size)

@@ -119,9 +119,9 @@ class SpacedStreaming:
         """``q (B, Hq, N, D)``, ``k, v (B, Hkv, N, D)`` -> ``(B, Hq, N, D)``; every head the same indices."""
         batch, heads, n, _ = q.shape
         vertical, slash = self.indices(n, q.device)
-        return ops.vertical_slash_attention(
+        return ops.vertical_slash_attention(  # on the grid its tile-diagonals are defined on
             q, k, v, vertical.expand(batch, heads, -1), slash.expand(batch, heads, -1), seqlens=seqlens,
-            sm_scale=scaling, backend=settings.backend, validate=False,
+            sm_scale=scaling, backend=settings.backend, validate=False, tile=TILE,
         )
 
 

@@ -321,6 +321,7 @@ def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence) -> list:
     """Executed-tile density of each query head's pattern on this input (``(1, Hq, N, D)`` q, ``(1, Hkv, N, D)`` k),
     counted as :mod:`minference.bench.density` does (what the kernels load)."""
     from ..index import build_block_sparse_index, build_vertical_slash_index
+    from ..ops import default_vertical_slash_tile
     from ..patterns import block_sparse as block_sparse_pattern
     from ..patterns import vertical_slash as vertical_slash_pattern
     from .density import a_shape_density, block_sparse_density, vertical_slash_density
@@ -330,7 +331,8 @@ def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence) -> list:
     vs = [h for h, p in enumerate(patterns) if isinstance(p, VerticalSlash)]
     if vs:
         vertical, slash = vertical_slash_pattern.estimate(q, k, [patterns[h] for h in vs], vs)
-        values = vertical_slash_density(build_vertical_slash_index(n, vertical, slash), n)[0].tolist()
+        index = build_vertical_slash_index(n, vertical, slash, default_vertical_slash_tile(q))  # the op's grid
+        values = vertical_slash_density(index, n)[0].tolist()
         for h, value in zip(vs, values):
             result[h] = value
     for size in sorted({p.block_size for p in patterns if isinstance(p, BlockSparse)}):

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..index import TILE, BlockSparseIndex, VerticalSlashIndex
+from ..index import BlockSparseIndex, VerticalSlashIndex
 
 FLEX_BLOCK = 128
 
@@ -65,7 +65,8 @@ def _density(partial: torch.Tensor, n: int) -> float:
 
 
 def vertical_slash_block_mask(index: VerticalSlashIndex, n: int):
-    """``(BlockMask, density)`` for a vertical-slash index built for length ``n``."""
+    """``(BlockMask, density)`` for a vertical-slash index built for length ``n`` (on either grid)."""
+    tile = index.tile
     present = index.block_present.bool()  # [B, H, R]
     batch, heads, rows = present.shape
     device = present.device
@@ -76,18 +77,18 @@ def vertical_slash_block_mask(index: VerticalSlashIndex, n: int):
     is_column.scatter_(2, index.columns.long().clamp_max(n), True)
     is_column = is_column[..., :n].contiguous()
     has_column = (
-        torch.nn.functional.pad(is_column, (0, rows * TILE - n)).view(batch, heads, rows, TILE).any(-1)
+        torch.nn.functional.pad(is_column, (0, rows * tile - n)).view(batch, heads, rows, tile).any(-1)
     )
     gathered = has_column.unsqueeze(2) & _strictly_lower(rows, device)
-    factor = FLEX_BLOCK // TILE
+    factor = FLEX_BLOCK // tile
     partial = _coarsen(walked | gathered, factor, "any")
     full = _coarsen(walked, factor, "all") & _strictly_lower(partial.shape[-1], device)
     del walked, gathered
 
     def mask_mod(b, h, q_idx, kv_idx):
-        q_block = q_idx // TILE
-        walked_tile = present[b, h, (q_block - kv_idx // TILE).clamp(min=0)]
-        column = is_column[b, h, kv_idx] & (kv_idx < q_block * TILE)
+        q_block = q_idx // tile
+        walked_tile = present[b, h, (q_block - kv_idx // tile).clamp(min=0)]
+        column = is_column[b, h, kv_idx] & (kv_idx < q_block * tile)
         return (kv_idx <= q_idx) & (walked_tile | column)
 
     return _block_mask(partial, full, mask_mod, n), _density(partial, n)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
-from ..index import build_block_sparse_index, build_vertical_slash_index
+from ..index import TILE, build_block_sparse_index, build_vertical_slash_index
 from ..kernels._utils import tma_wanted
 from ..patterns import AShape, BlockSparse, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
@@ -201,7 +201,7 @@ def estimate_call(pattern, inputs: Inputs, n: int) -> Callable[[int], object]:
         def run(rep):
             q, k, _ = inputs(rep)
             vertical_idx, slash_idx = vertical_slash_pattern.estimate(q, k, [pattern] * len(heads), heads)
-            return build_vertical_slash_index(n, vertical_idx, slash_idx)
+            return build_vertical_slash_index(n, vertical_idx, slash_idx, ops.default_vertical_slash_tile(q))
     else:
 
         def run(rep):
@@ -227,9 +227,12 @@ def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int, pack: Optiona
     return ops.a_shape_attention(*inputs(rep), sink, local, validate=False, out=inputs.out, gqa_pack=pack)
 
 
-def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterator[tuple]:
+def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats,
+                  dtype: torch.dtype = torch.bfloat16) -> Iterator[tuple]:
     """``(index set label, density, our call maker, flex mask maker)`` for each index set of ``pattern``; the flex
-    maker is None for a row Flex cannot run and False where Flex was already timed on the same mask."""
+    maker is None for a row Flex cannot run and False where Flex was already timed on the same mask. Vertical-slash
+    rows at the library's choice of program run on its grid for ``dtype`` inputs on ``device``
+    (:func:`~minference.ops.default_vertical_slash_tile`); a forced program height on the 64-token grid."""
     n = shape.n
     if isinstance(pattern, AShape):
         sink, local = pattern.sink, min(pattern.local, n)
@@ -250,13 +253,16 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats) -> Iterato
             vertical_idx, slash_idx = vertical_slash_indices(
                 name, n, shape.batch, shape.heads, pattern, device=device, stats=stats
             )
-            index = build_vertical_slash_index(n, vertical_idx, slash_idx)
-            density = float(vertical_slash_density(index, n).mean())
-            # density counts the 64-row walk; a 128-row program also computes the masked half of one-half tiles
+            probe = torch.empty(1, 1, 1, shape.head_dim, dtype=dtype, device=device)
+            indexes = {tile: build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
+                       for tile in {ops.default_vertical_slash_tile(probe), TILE}}
+            # density counts the 64-row walk for pair programs; a 128-row pair also computes the masked half of
+            # one-half tiles
             for i, rows in enumerate(sweep.rows_per_program):
+                index = indexes[ops.default_vertical_slash_tile(probe) if rows is None else TILE]
                 yield (
-                    _rows_label(label, rows),
-                    density,
+                    _rows_label(label, rows) + ("" if index.tile == TILE else f", tile={index.tile}"),
+                    float(vertical_slash_density(index, n).mean()),
                     functools.partial(_vertical_slash_call, vertical_idx=vertical_idx, slash_idx=slash_idx, rows=rows),
                     functools.partial(flex_masks.vertical_slash_block_mask, index, n) if i == 0 else False,
                 )
@@ -431,7 +437,7 @@ def _measure_shape(sweep, shape, device, dtype, timing, copies, deadline, stats,
                 Row("estimate", pattern.name, budget, "", **base), estimate_call(pattern, inputs, shape.n)
             )
             estimate_ms = probe.ms
-        for label, density, ours, make_flex in pattern_cases(pattern, sweep, shape, device, stats):
+        for label, density, ours, make_flex in pattern_cases(pattern, sweep, shape, device, stats, dtype):
             row = Row(
                 "minference",
                 pattern.name,

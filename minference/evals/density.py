@@ -3,8 +3,8 @@
 A probe forward (dense attention, so the model's output is unchanged) records, for every layer and query head, the
 columns and diagonals MInference's own estimator ranks highest on that prompt. Any budget is then a prefix of these
 rankings, so the density of any (vertical, slash) budget is computed without another forward: the tile index is
-built with the library's index builder and its area counted exactly (whole 64×64 tiles for diagonals, gathered
-columns outside them, causal clipping), the same set the kernel walks.
+built with the library's index builder and its area counted exactly (whole tiles of the op's grid for diagonals,
+gathered columns outside them, causal clipping), the same set the kernel walks.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..index import build_vertical_slash_index
+from ..ops import default_vertical_slash_tile
 from ..patterns import VerticalSlash
 from ..patterns import vertical_slash as vertical_slash_pattern
 from ..patterns.vertical_slash import TILE
@@ -23,24 +24,26 @@ from .methods import VERTICAL_SHARE
 PROBE_NAME = "minference_eval_density_probe"
 
 
-def vertical_slash_area(n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor) -> torch.Tensor:
-    """Entries ``(i, j)``, ``j <= i``, the kernel computes for each head; ``(B, H)`` float64.
+def vertical_slash_area(n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor,
+                        tile: int = TILE) -> torch.Tensor:
+    """Entries ``(i, j)``, ``j <= i``, the kernel computes for each head on the ``tile``-token grid; ``(B, H)``
+    float64.
 
     Args:
         n: sequence length. vertical_idx ``(B, H, NV)``, slash_idx ``(B, H, NS)``: chosen columns and offsets in
-            ``[0, n)`` (duplicates allowed).
+            ``[0, n)`` (duplicates allowed). tile: the grid (``tile`` of ``ops.vertical_slash_attention``).
     """
-    index = build_vertical_slash_index(n, vertical_idx, slash_idx)
+    index = build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
     present = index.block_present.double()  # [B, H, R], offset p walked
     batch, heads, blocks = present.shape
-    rows = torch.full((blocks,), float(TILE), dtype=torch.float64, device=present.device)
-    rows[-1] = n - TILE * (blocks - 1)
+    rows = torch.full((blocks,), float(tile), dtype=torch.float64, device=present.device)
+    rows[-1] = n - tile * (blocks - 1)
     walked_off_diagonal = present.cumsum(-1) - present[..., :1]  # offsets 1..m walked by query block m
 
     columns = index.columns.long()
     valid = columns < n
     hist = torch.zeros(batch, heads, blocks + 1, dtype=torch.float64, device=present.device)
-    hist.scatter_add_(2, torch.where(valid, columns // TILE, blocks), valid.double())
+    hist.scatter_add_(2, torch.where(valid, columns // tile, blocks), valid.double())
     hist = hist[..., :blocks]
     before = hist.cumsum(-1) - hist  # columns in key blocks b < m
     # sum_{p} present[p] * hist[m - p]: columns whose key block is walked anyway (p = 0 is block m itself)
@@ -50,7 +53,7 @@ def vertical_slash_area(n: int, vertical_idx: torch.Tensor, slash_idx: torch.Ten
         groups=batch * heads,
     ).reshape(batch, heads, blocks)
     overlap = overlap - present[..., :1] * hist
-    per_block = rows * (rows + 1) / 2 + TILE * rows * walked_off_diagonal + rows * (before - overlap)
+    per_block = rows * (rows + 1) / 2 + tile * rows * walked_off_diagonal + rows * (before - overlap)
     return per_block.sum(-1)
 
 
@@ -60,11 +63,13 @@ def causal_area(n: int) -> int:
 
 @dataclass
 class Rankings:
-    """Per layer, the estimator's ranked columns ``(B, Hq, W)`` and diagonals ``(B, Hq, W)`` on one prompt."""
+    """Per layer, the estimator's ranked columns ``(B, Hq, W)`` and diagonals ``(B, Hq, W)`` on one prompt, and the
+    grid the sparse op keeps diagonals on for that model's inputs (its density is measured on that grid)."""
 
     n: int
     vertical: list[torch.Tensor]
     slash: list[torch.Tensor]
+    tile: int = TILE
 
     def density(self, vertical: int, slash: int) -> float:
         """Measured density of uniform vertical-slash budgets (prefixes of the rankings), over all layers and heads."""
@@ -73,7 +78,7 @@ class Rankings:
         kept = 0.0
         heads = 0
         for v_rank, s_rank in zip(self.vertical, self.slash):
-            area = vertical_slash_area(self.n, v_rank[..., :vertical], s_rank[..., :slash])
+            area = vertical_slash_area(self.n, v_rank[..., :vertical], s_rank[..., :slash], self.tile)
             kept += float(area.sum())
             heads += area.numel()
         return kept / (heads * causal_area(self.n))
@@ -89,6 +94,7 @@ def _probe_attention(store: dict, width: int):
         vertical, slash = vertical_slash_pattern.estimate(query, key, [pattern] * len(heads), heads)
         store["vertical"].append(vertical.cpu())
         store["slash"].append(slash.cpu())
+        store["tile"] = default_vertical_slash_tile(query)
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
     return probe
@@ -106,7 +112,7 @@ def rank_lines(model, input_ids: torch.Tensor, width: int | None = None) -> Rank
         raise ValueError(f"input_ids must have shape (1, N), got {tuple(input_ids.shape)}")
     n = input_ids.shape[1]
     width = n if width is None else min(width, n)
-    store = {"vertical": [], "slash": []}
+    store = {"vertical": [], "slash": [], "tile": TILE}
     AttentionInterface.register(PROBE_NAME, _probe_attention(store, width))
     previous = model.config._attn_implementation
     model.set_attn_implementation(PROBE_NAME)
@@ -114,7 +120,7 @@ def rank_lines(model, input_ids: torch.Tensor, width: int | None = None) -> Rank
         model(input_ids.to(model.device), use_cache=False, logits_to_keep=1)
     finally:
         model.set_attn_implementation(previous)
-    return Rankings(n, store["vertical"], store["slash"])
+    return Rankings(n, store["vertical"], store["slash"], store["tile"])
 
 
 def calibrate(rankings: Rankings, target: float, tolerance: float = 0.005) -> tuple:

@@ -26,16 +26,17 @@ def causal_tiles(n: int, tile: int = TILE) -> int:
 
 
 def vertical_slash_tiles(index: VerticalSlashIndex) -> torch.Tensor:
-    """``(B, H)`` int64 tiles: per query block, ``block_count`` walked blocks plus ``ceil(column_count /
-    64)``."""
+    """``(B, H)`` int64 tiles of the index's grid (``T x T``, ``T = index.tile``): per query block,
+    ``block_count`` walked blocks plus ``ceil(column_count / T)`` column chunks."""
     walked = index.block_count.long().sum(dim=-1)
-    gathered = ((index.column_count.long() + TILE - 1) // TILE).sum(dim=-1)
+    gathered = ((index.column_count.long() + index.tile - 1) // index.tile).sum(dim=-1)
     return walked + gathered
 
 
 def vertical_slash_density(index: VerticalSlashIndex, n: int) -> torch.Tensor:
-    """``(B, H)`` float64 density of a vertical-slash index built for length ``n``."""
-    return vertical_slash_tiles(index).double() / causal_tiles(n)
+    """``(B, H)`` float64 density of a vertical-slash index built for length ``n``: its tiles over the causal tiles
+    of dense attention on the same grid."""
+    return vertical_slash_tiles(index).double() / causal_tiles(n, index.tile)
 
 
 def block_sparse_density(index: BlockSparseIndex, n: int, block_size: int = 64) -> torch.Tensor:

@@ -39,6 +39,7 @@ _KERNELS = {
     "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
     "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
     "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
+    "vertical_slash_wide": ("_vertical_slash_kernel", {"BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE}, 2 * TILE),
     "block_sparse_wide": ("_block_sparse_kernel", {"BLOCK_SIZE": 2 * TILE, "BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE},
                           2 * TILE),
 }

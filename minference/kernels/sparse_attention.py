@@ -571,20 +571,23 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
                            lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
                            sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """Write heads ``heads (Hs,)`` of ``out (B, Hq, N, D)`` (and ``lse (B, Hq, N)``) from a vertical-slash index
-    built for those heads. Inputs are assumed checked; ``launch`` overrides ``num_warps``/``num_stages`` and the
-    kernel's loop-order switches (``OFFSETS_AHEAD``, ``COLUMNS_AHEAD``, ``MASKED_COLUMNS``; default
-    :func:`loop_order`; and ``FLAGS_AHEAD``, on by default, which only acts with ``COLUMNS_AHEAD``)."""
+    built for those heads. A program serves one query block of the index's grid: 64 rows on 4 warps, or 128 rows
+    on 8 warps over 128 x 128 tiles and 128-column chunks. Inputs are assumed checked; ``launch`` overrides
+    ``num_warps``/``num_stages`` and the kernel's loop-order switches (``OFFSETS_AHEAD``, ``COLUMNS_AHEAD``,
+    ``MASKED_COLUMNS``; default :func:`loop_order`; and ``FLAGS_AHEAD``, on by default, which only acts with
+    ``COLUMNS_AHEAD``)."""
     batch, n_heads, n_ctx, head_dim = q.shape
     launch = {**loop_order(n_ctx), **(launch or {})}
+    tile = index.tile
     seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale,
-                                                                         launch)
+                                                                         launch, tile, tile)
     n_blocks = index.block_count.shape[-1]
-    grid = (triton.cdiv(n_ctx, TILE), batch * heads.numel())
+    grid = (triton.cdiv(n_ctx, tile), batch * heads.numel())
     _vertical_slash_kernel[grid](
         q, k, v, *descs, out, lse_arg, heads, seqlens,
         index.block_offsets, index.block_count, index.block_present, index.columns, index.column_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, index.columns.shape[-1], group, scale,
-        BLOCK_M=TILE, BLOCK_N=TILE, **meta,
+        BLOCK_M=tile, BLOCK_N=tile, **meta,
     )
 
 
@@ -610,7 +613,9 @@ def vertical_slash_pair_forward(q, k, v, index: VerticalSlashIndex, heads: torch
                                 lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
                                 sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
     """:func:`vertical_slash_forward` with 128-row programs (two query blocks each, 8 warps): the same output,
-    each key tile loaded once for both blocks."""
+    each key tile loaded once for both blocks. Indexes on the 64-token grid only."""
+    if index.tile != TILE:
+        raise ValueError(f"pair programs walk indexes on the {TILE}-token grid, got one on the {index.tile}-token grid")
     batch, n_heads, n_ctx, head_dim = q.shape
     seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
                                                                          2 * TILE)

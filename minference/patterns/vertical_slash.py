@@ -18,7 +18,13 @@ from .._device_cache import device_tensor
 from .base import Pattern, clip_to_lengths
 
 TILE = 64
-"""Rows and columns of one kernel tile; the vertical-slash mask is defined on this grid."""
+"""Rows and columns of one kernel tile; the vertical-slash mask is defined on a grid of such tiles by default."""
+
+TILES = (TILE, 2 * TILE)
+"""The grids a vertical-slash mask may be defined on. Diagonals are kept as the grid's tiles they cross, so the
+128-token grid keeps a superset of the 64-token one's entries (the same columns, wider diagonal bands); where the
+chosen diagonals cluster, its 128 x 128 tiles run faster on Hopper
+(:func:`minference.ops.default_vertical_slash_tile`)."""
 
 LAST_Q = 64
 """Queries at the end of each sequence used to estimate the pattern."""
@@ -149,25 +155,27 @@ def _top(score: torch.Tensor, per_head: torch.Tensor, width: int) -> torch.Tenso
 
 
 def mask(
-    n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor, *, seqlens: Optional[torch.Tensor] = None
+    n: int, vertical_idx: torch.Tensor, slash_idx: torch.Tensor, *, seqlens: Optional[torch.Tensor] = None,
+    tile: int = TILE,
 ) -> torch.Tensor:
-    """The exact ``(B, H, n, n)`` mask the vertical-slash kernel computes, written from the definition.
+    """The exact ``(B, H, n, n)`` mask the vertical-slash kernel computes on the ``tile``-token grid, written from
+    the definition.
 
-    Query ``i`` keeps key ``j <= i`` when ``j`` is a chosen column, or when the 64-tile holding ``(i, j)`` is crossed
-    by a chosen diagonal (a diagonal at offset ``o`` crosses tile-diagonals ``o // 64`` and ``ceil(o / 64)``), or
-    when ``(i, j)`` lies in a diagonal tile (every row keeps its own diagonal).
+    Query ``i`` keeps key ``j <= i`` when ``j`` is a chosen column, or when the ``T x T`` tile (``T = tile``) holding
+    ``(i, j)`` is crossed by a chosen diagonal (a diagonal at offset ``o`` crosses tile-diagonals ``o // T`` and
+    ``ceil(o / T)``), or when ``(i, j)`` lies in a diagonal tile (every row keeps its own diagonal).
     """
     batch, heads = vertical_idx.shape[:2]
     device = vertical_idx.device
     i = torch.arange(n, device=device).view(n, 1)
     j = torch.arange(n, device=device).view(1, n)
-    tile_diagonal = i // TILE - j // TILE
+    tile_diagonal = i // tile - j // tile
     keep = torch.empty(batch, heads, n, n, dtype=torch.bool, device=device)
     zero = torch.zeros(1, dtype=torch.long, device=device)
     for b in range(batch):
         for h in range(heads):
             offsets = slash_idx[b, h].long()
-            crossed = torch.cat([offsets // TILE, (offsets + TILE - 1) // TILE, zero])
+            crossed = torch.cat([offsets // tile, (offsets + tile - 1) // tile, zero])
             chosen_column = torch.isin(j, vertical_idx[b, h].long())
             keep[b, h] = (j <= i) & (torch.isin(tile_diagonal, crossed) | chosen_column)
     return clip_to_lengths(keep, seqlens)

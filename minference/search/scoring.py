@@ -42,8 +42,9 @@ WORK_BYTES = 1 << 28
 
 
 def _select(index, heads: torch.Tensor):
-    """The rows of a ``(1, H, ...)`` index tuple for query heads ``heads``."""
-    return type(index)(*(field.index_select(1, heads) for field in index))
+    """The rows of a ``(1, H, ...)`` index tuple for query heads ``heads`` (fields that are not tensors, such as a
+    grid's tile, kept as they are)."""
+    return type(index)(*(field.index_select(1, heads) if torch.is_tensor(field) else field for field in index))
 
 
 def _indices(q, k, candidates: Sequence, sm_scale: float | None) -> list:
