@@ -214,6 +214,22 @@ def test_config_mismatch_and_unknown_architecture_are_refused():
     assert model.config._attn_implementation == "sdpa", "a refused patch must leave the model alone"
 
 
+def test_the_vertical_slash_grid_can_be_fixed_for_the_whole_model():
+    """``patch(..., vertical_slash_tile=...)`` reaches every layer's op: on the 128-token grid the vertical-slash heads
+    keep wider diagonal bands, so the logits move; a grid the kernels do not have is refused by name."""
+    model, ids = tiny_model("llama"), tokens(1, 300)
+    outputs = {}
+    for tile in (64, 128):
+        mi.patch(model, [SPARSE] * LAYERS, dense_below=0, dense_above=None, vertical_slash_tile=tile)
+        outputs[tile] = logits(model, ids)
+        assert torch.isfinite(outputs[tile]).all()
+    mi.patch(model, [SPARSE] * LAYERS, dense_below=0, dense_above=None)
+    assert torch.equal(logits(model, ids), outputs[64]), "on CPU tensors the device's grid is 64 tokens"
+    assert (outputs[128] - outputs[64]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"tile must be one of \(64, 128\), got 96"):
+        mi.patch(model, vertical_slash_tile=96)
+
+
 def test_registered_attention_type_runs_per_layer_and_only_above_the_threshold():
     calls = []
 

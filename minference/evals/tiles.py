@@ -1,4 +1,5 @@
-"""Executed-tile density of a method on a prompt: the 64x64 tiles its kernels would load, as a fraction of dense's.
+"""Executed-tile density of a method on a prompt: the tiles its kernels would load, as a fraction of dense's (64 x 64
+tiles, or 128 x 128 for vertical-slash heads where the op runs them on that grid: CUDA half precision up to 256K).
 
 One dense forward with a recording attention function: every layer's real q and k go through the method's online
 estimation and index builders (:func:`minference.bench.e2e.layer_densities`), and the layer still returns dense

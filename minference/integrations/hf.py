@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import config as config_mod
+from ..index.vertical_slash import check_tile
 from ..ops import BACKENDS, _check_dense_above, sparse_attention
 from ..patterns import AShape, Dense
 from . import memory
@@ -58,6 +59,7 @@ class LayerSettings:
     dense_below: int = DEFAULT_DENSE_BELOW
     backend: str = "auto"
     dense_above: Optional[float] = DEFAULT_DENSE_ABOVE
+    vertical_slash_tile: Optional[int] = None
 
 
 PrefillFunction = Callable[..., torch.Tensor]
@@ -70,7 +72,7 @@ def minference_prefill(q, k, v, *, settings: LayerSettings, seqlens, scaling, mo
     """Each query head runs its configured pattern (grouped into one launch per pattern type)."""
     return sparse_attention(
         q, k, v, list(settings.patterns), seqlens=seqlens, sm_scale=scaling, backend=settings.backend,
-        validate=False, dense_above=settings.dense_above,
+        validate=False, dense_above=settings.dense_above, vertical_slash_tile=settings.vertical_slash_tile,
     )
 
 
@@ -363,6 +365,7 @@ def patch(
     backend: str = "auto",
     chunk_size: Optional[int] = None,
     kv_cache_cpu: bool = False,
+    vertical_slash_tile: Optional[int] = None,
 ):
     """Switch a loaded transformers model to MInference prefill (in place; patching again replaces the settings).
 
@@ -379,13 +382,15 @@ def patch(
         chunk_size: run norms and MLPs over this many tokens at a time (see :func:`memory.chunk_tokenwise`); the
             saving that makes 1M tokens fit. ``None`` leaves them alone.
         kv_cache_cpu: ``generate`` keeps the KV cache on the CPU (transformers' offloaded cache).
+        vertical_slash_tile: the grid vertical-slash heads keep diagonals on, 64 or 128 tokens; ``None`` lets the
+            device decide (:func:`minference.ops.default_vertical_slash_tile`): give it for one mask everywhere.
 
     Returns:
         ``model``.
 
     Raises:
         TypeError, ValueError: unsupported architecture, config not matching the model (naming layer and head),
-            unknown ``attn_type`` or ``backend``, bad ``dense_below`` or ``dense_above``.
+            unknown ``attn_type`` or ``backend``, bad ``dense_below``, ``dense_above`` or ``vertical_slash_tile``.
     """
     arch = architecture(model)
     resolved = config_mod.resolve(config, model.config, starting_layer)
@@ -394,6 +399,8 @@ def patch(
     _check_dense_above(dense_above)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if vertical_slash_tile is not None:
+        check_tile(vertical_slash_tile)
     layers = decoder_layers(model, arch)
     if len(layers) != resolved.num_layers:
         raise ValueError(f"model has {len(layers)} decoder layers but config.num_hidden_layers says {resolved.num_layers}")
@@ -407,7 +414,7 @@ def patch(
     for i, layer in enumerate(layers):
         attention = getattr(layer, arch.attention)
         setattr(attention, SETTINGS_ATTR, LayerSettings(
-            resolved.layers[i], types[i], dense_below, backend, dense_above
+            resolved.layers[i], types[i], dense_below, backend, dense_above, vertical_slash_tile
         ))
     _set_attn_implementation(model, ATTN_IMPLEMENTATION)
     memory.unchunk_tokenwise(model)
