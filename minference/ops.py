@@ -194,12 +194,38 @@ def default_vertical_slash_tile(q: torch.Tensor) -> int:
     measured set's diagonals spread out, and a lone diagonal costs twice the area on the wider grid: at 512K its
     cover is 24 % larger and 0.93x as fast, at 1M 48 % and 0.78x (the local-heavy set still gains 1.13x there).
     """
-    return 2 * TILE if q.is_cuda and _wide_grid_pays(q) else TILE
+    return 2 * TILE if _wide_grid_possible(q) and q.shape[2] <= WIDE_GRID_MAX_TOKENS else TILE
 
 
-def _wide_grid_pays(q: torch.Tensor) -> bool:
-    """:func:`default_vertical_slash_tile`'s rule for ``q`` on a CUDA device."""
-    return q.shape[2] <= WIDE_GRID_MAX_TOKENS and _wide_tiles_fit(q)
+def _wide_grid_possible(q: torch.Tensor) -> bool:
+    """Whether the default may put ``q``'s vertical-slash heads on the 128-token grid: CUDA tensors whose 128 x 128
+    programs keep the launcher's pipeline (:func:`_wide_tiles_fit`)."""
+    return q.is_cuda and _wide_tiles_fit(q)
+
+
+WIDE_GRID_MAX_COVER = 1.10
+"""Where :func:`sparse_attention` counts the tiles anyway (its ``dense_above`` check), it puts the vertical-slash
+heads on the 128-token grid, at any length, when that grid's cover is at most this many times the 64-token one's
+(both in 64 x 64 tiles). On an H200 the 128 x 128 body runs at 90.5 % of cuDNN against 77.3 % for 64 x 64 (1.17x);
+the vertical-slash kernel realised 1.04-1.15x of it. Every grid pair measured agrees with this rule (sixth session
+of 2026-11-29, docs/benchmarks.md): covers of 1.007-1.060 ran 1.03-1.13x faster on the 128-token grid, from 32K to
+1M, covers of 1.236 and 1.481 (spread diagonals at 512K and 1M) 0.93x and 0.78x as fast."""
+
+
+def vertical_slash_grids(q: torch.Tensor, tile: Optional[int], counting: bool) -> tuple:
+    """The grids to build vertical-slash indexes on for ``q``: ``tile`` when given, both where a tile count will
+    choose (``counting``, on a device that runs 128 x 128 programs), else :func:`default_vertical_slash_tile`."""
+    if tile is not None:
+        return (tile,)
+    return (TILE, 2 * TILE) if counting and _wide_grid_possible(q) else (default_vertical_slash_tile(q),)
+
+
+def grid_by_cover(tiles_per_grid: dict) -> int:
+    """The grid to run, from ``{grid: executed 64 x 64 tiles}`` of the same heads: the 128-token one when its cover
+    is at most :data:`WIDE_GRID_MAX_COVER` times the 64-token one's (the only grid when one is given)."""
+    if len(tiles_per_grid) == 1:
+        return next(iter(tiles_per_grid))
+    return 2 * TILE if tiles_per_grid[2 * TILE] <= WIDE_GRID_MAX_COVER * tiles_per_grid[TILE] else TILE
 
 
 def _resolve_tile(tile: Optional[int], q: torch.Tensor, backend: str, rows_per_program: Optional[int]) -> int:
@@ -532,19 +558,31 @@ def _dense_heads_to_sdpa(q, per_head: list, sdpa_can_stand_in: bool, backend: st
             and any(isinstance(p, Dense) for p in per_head))
 
 
-def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes: dict) -> torch.Tensor:
+def _counted_tiles(n: int, batch: int, per_head: list, vertical_slash_indexes: dict, block_indexes: dict) -> tuple:
+    """``(tiles of every head but the vertical-slash ones, {grid: tiles of the vertical-slash heads on it})``, in
+    64 x 64 tiles over a batch of ``batch`` rows, read to the host in one synchronisation."""
+    others = _executed_tiles(n, per_head, None, block_indexes, batch)
+    per_grid = [_executed_tiles(n, [], index, {}) for index in vertical_slash_indexes.values()]
+    device = next(iter(vertical_slash_indexes.values())).block_count.device if vertical_slash_indexes else None
+    values = torch.stack([torch.as_tensor(t, dtype=torch.float64, device=device) for t in [others, *per_grid]])
+    values = values.tolist()  # the one host synchronisation
+    return values[0], dict(zip(vertical_slash_indexes, values[1:]))
+
+
+def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes: dict,
+                    batch: Optional[int] = None) -> torch.Tensor:
     """Tiles the launches would execute, summed over batch and heads, in units of 64 x 64 tiles (a 0-d tensor on
-    the index's device; A-shape and dense heads are counted on the host, exactly as their kernel walks them)."""
-    batch = None
+    the index's device; A-shape and dense heads are counted on the host, exactly as their kernel walks them, for
+    ``batch`` rows: by default the indexes' batch)."""
     total = 0
     if vertical_slash_index is not None:
         scale = (vertical_slash_index.tile // TILE) ** 2  # a 128 x 128 tile costs four of 64 x 64
         total = total + vertical_slash_tiles(vertical_slash_index).sum() * scale
-        batch = vertical_slash_index.block_count.shape[0]
+        batch = batch or vertical_slash_index.block_count.shape[0]
     for block_size, index in block_indexes.items():
         # a block of block_size^2 scores costs (block_size / 64)^2 tiles of 64 x 64
         total = total + index.block_count.long().sum() * block_size * block_size / (TILE * TILE)
-        batch = index.block_count.shape[0]
+        batch = batch or index.block_count.shape[0]
     host = 0
     for pattern in per_head:
         if isinstance(pattern, AShape):
@@ -590,7 +628,10 @@ def sparse_attention(
             estimating anything: below the crossover the sparse path cannot win (on an H200, 32768 tokens for the
             default budgets; docs/benchmarks.md). Same conditions as ``dense_above``; ``None`` (default): off.
         vertical_slash_tile: the grid vertical-slash heads keep diagonals on (``tile`` of
-            :func:`vertical_slash_attention`); ``None`` (default): :func:`default_vertical_slash_tile`.
+            :func:`vertical_slash_attention`). ``None`` (default): :func:`default_vertical_slash_tile`; where the
+            ``dense_above`` check counts the tiles anyway and the device can run 128 x 128 programs, the grid is
+            chosen from the counts instead, at any length: the 128-token one when its cover is at most
+            :data:`WIDE_GRID_MAX_COVER` times the 64-token one's (no extra synchronisation).
         Other arguments as in :func:`vertical_slash_attention`.
 
     Returns:
@@ -621,12 +662,14 @@ def sparse_attention(
         for size in block_sizes
     }
 
-    vertical_slash_index = None
+    counting = dense_above is not None and sdpa_can_stand_in
+    vertical_slash_indexes = {}  # grid -> index; both grids where the tile count below picks one
     if vertical_slash_heads:
         vertical_idx, slash_idx = vertical_slash_pattern.estimate(
             q, k, [per_head[h] for h in vertical_slash_heads], vertical_slash_heads, seqlens=seqlens, sm_scale=sm_scale
         )
-        vertical_slash_index = build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
+        vertical_slash_indexes = {grid: build_vertical_slash_index(n, vertical_idx, slash_idx, grid)
+                                  for grid in vertical_slash_grids(q, vertical_slash_tile, counting)}
     block_indexes = {}
     for block_size, group in block_groups.items():
         block_idx = block_sparse_pattern.estimate(
@@ -634,10 +677,13 @@ def sparse_attention(
         )
         block_indexes[block_size] = build_block_sparse_index(block_idx)
 
-    if dense_above is not None and sdpa_can_stand_in:
-        executed = _executed_tiles(n, per_head, vertical_slash_index, block_indexes)
-        if float(executed) > dense_above * causal_tiles(n) * batch * heads:  # the one host synchronisation
+    if counting:
+        others, per_grid = _counted_tiles(n, batch, per_head, vertical_slash_indexes, block_indexes)
+        if per_grid:
+            tile = grid_by_cover(per_grid)
+        if others + per_grid.get(tile, 0.0) > dense_above * causal_tiles(n) * batch * heads:
             return _dense_into(q, k, v, sm_scale, out)
+    vertical_slash_index = vertical_slash_indexes.get(tile)
 
     out, lse = _outputs(q, out, return_lse)
     if vertical_slash_index is not None:

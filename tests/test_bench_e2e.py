@@ -40,6 +40,31 @@ def test_head_density_is_one_for_full_budgets_and_below_for_sparse_ones():
     assert all(0 < value < 1 for value in sparse), sparse
 
 
+@pytest.mark.parametrize("spread", [False, True])
+def test_head_density_counts_vertical_slash_on_the_grid_the_op_runs(monkeypatch, spread):
+    """Where 128 x 128 programs can run (stood in for on the CPU), densities follow the op's grid: the length rule
+    without a tile count, the cover rule with one, a fixed tile when given."""
+    from minference import ops
+    from minference.index import build_vertical_slash_index
+    from minference.index.tiles import vertical_slash_density
+    from minference.patterns import vertical_slash as vertical_slash_pattern
+
+    n = 2048
+    offsets = torch.arange(0, n - 100, n // 5) if spread else torch.arange(0, 1536)
+    vertical, slash = torch.arange(128).expand(1, 2, -1), offsets.expand(1, 2, -1)
+    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)
+    monkeypatch.setattr(vertical_slash_pattern, "estimate", lambda *args, **kwargs: (vertical, slash))
+    q, k = torch.randn(1, 2, n, 16), torch.randn(1, 1, n, 16)
+    patterns = [VerticalSlash(128, offsets.numel())] * 2
+
+    def on(grid):
+        return vertical_slash_density(build_vertical_slash_index(n, vertical, slash, grid), n)[0].tolist()
+
+    assert e2e.head_density(q, k, patterns) == on(128)
+    assert e2e.head_density(q, k, patterns, counting=True) == on(64 if spread else 128)
+    assert e2e.head_density(q, k, patterns, vertical_slash_tile=64, counting=True) == on(64)
+
+
 def fake_document():
     rows = []
     for n, base in ((10_000, 1.0), (1_000_000, 600.0)):

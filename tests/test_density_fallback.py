@@ -128,3 +128,43 @@ def test_a_bad_dense_below_names_the_argument(bad):
     q, k, v = inputs()
     with pytest.raises(ValueError, match="dense_below"):
         ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_below=bad)
+
+
+def test_a_batch_of_window_heads_is_counted_for_every_row():
+    """With no index to read the batch from, window and dense heads still count once per batch row, so a batch of
+    two does not halve the executed share the threshold sees."""
+    q, k, v = inputs(batch=2)
+    assert ops._executed_tiles(N, [ASHAPE] * 4, None, {}, batch=2) == 2 * 4 * a_shape_tiles(N, 64, 64)
+    out = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=a_shape_density() - 0.01)
+    torch.testing.assert_close(out, dense(q, k, v))
+
+
+@pytest.mark.parametrize("spread, counted, grid", [
+    (False, True, 128),   # one band of diagonals: the 128-token cover is 3 % larger, and runs faster
+    (True, True, 64),     # isolated diagonals: the 128-token cover is 72 % larger
+    (True, False, 128),   # no tile count (no dense_above): the length rule, which this short prompt passes
+])
+def test_the_tile_count_picks_the_grid_where_wide_programs_run(monkeypatch, spread, counted, grid):
+    """Where 128 x 128 programs can run (stood in for on the CPU), the ``dense_above`` count also picks the grid of
+    the vertical-slash heads by their cover (``WIDE_GRID_MAX_COVER``), and the output is that grid's mask."""
+    n = 2048
+    q, k, v = inputs(n=n)
+    offsets = torch.arange(0, n - 100, n // 5) if spread else torch.arange(0, 1536)
+    vertical, slash = torch.arange(128).expand(1, 4, -1), offsets.expand(1, 4, -1)
+    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)
+    monkeypatch.setattr(vertical_slash_pattern, "estimate", lambda *args, **kwargs: (vertical, slash))
+    grids = []
+    real_rows = ops.vertical_slash_index_mask_rows
+    monkeypatch.setattr(ops, "vertical_slash_index_mask_rows",
+                        lambda index, *args: grids.append(index.tile) or real_rows(index, *args))
+    pattern = mi.VerticalSlash(128, offsets.numel(), sink=1, local=1)
+    out = ops.sparse_attention(q, k, v, pattern, backend="torch", dense_above=10.0 if counted else None)
+    assert set(grids) == {grid}
+    assert_matches_reference(out, q, k, v, ops.vertical_slash_mask(n, vertical, slash, tile=grid),
+                             what=f"grid {grid}")
+    if counted:
+        wide = ops._executed_tiles(n, [], build_vertical_slash_index(n, vertical, slash, 128), {})
+        narrow = ops._executed_tiles(n, [], build_vertical_slash_index(n, vertical, slash, 64), {})
+        assert (float(wide) <= ops.WIDE_GRID_MAX_COVER * float(narrow)) == (grid == 128)
+    fixed = ops.sparse_attention(q, k, v, pattern, backend="torch", dense_above=10.0, vertical_slash_tile=64)
+    assert_matches_reference(fixed, q, k, v, ops.vertical_slash_mask(n, vertical, slash, tile=64), what="fixed 64")

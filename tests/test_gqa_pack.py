@@ -211,9 +211,7 @@ def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypat
     monkeypatch.setattr(kernels, "vertical_slash_forward",
                         lambda q, k, v, index, *args, launch=None: launches.append((index.tile, launch)))
     q = torch.randn(1, 2, 128, head_dim).to(dtype)
-    assert ops._wide_grid_pays(q) == chosen and ops._wide_stages(q) == stages
-    longer = q[:, :, :1].expand(1, 2, ops.WIDE_GRID_MAX_TOKENS + 1, head_dim)
-    assert not ops._wide_grid_pays(longer), "past 256K the measured heads' wider cover costs more than it saves"
+    assert ops._wide_tiles_fit(q) == chosen and ops._wide_stages(q) == stages
     index = torch.zeros(1, 2, 1, dtype=torch.long)
     if stages is None:
         with pytest.raises(ValueError, match="tile=128 needs a 128 x 128 program"):
@@ -224,6 +222,17 @@ def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypat
     ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", rows_per_program=64)
     launcher = 3 if dtype == torch.float16 and head_dim <= 128 else 1
     assert launches == [(128, None if stages == launcher else {"num_stages": stages})] * 2 + [(64, None)]
+
+
+def test_the_default_grid_stops_at_the_length_measured_to_pay(monkeypatch):
+    """Without a tile count the default is a length rule: the 128-token grid up to ``WIDE_GRID_MAX_TOKENS``, where
+    every index set measured gained, and 64 beyond, where spread diagonals made it lose."""
+    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)
+    row = torch.zeros(1, 1, 1, 128, dtype=torch.float16)
+    assert ops.default_vertical_slash_tile(row.expand(1, 1, ops.WIDE_GRID_MAX_TOKENS, 128)) == 128
+    assert ops.default_vertical_slash_tile(row.expand(1, 1, ops.WIDE_GRID_MAX_TOKENS + 1, 128)) == 64
+    assert ops.vertical_slash_grids(row, None, counting=True) == (64, 128), "a tile count chooses between both"
+    assert ops.vertical_slash_grids(row, 64, counting=True) == (64,)
 
 
 def test_off_the_gpu_vertical_slash_keeps_the_64_token_grid():

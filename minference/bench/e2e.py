@@ -317,11 +317,14 @@ def time_prefill(model, ids: torch.Tensor, runs: int = 3, warmup: int = 1) -> di
     }
 
 
-def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence) -> list:
+def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence, *, vertical_slash_tile=None,
+                 counting: bool = False) -> list:
     """Executed-tile density of each query head's pattern on this input (``(1, Hq, N, D)`` q, ``(1, Hkv, N, D)`` k),
-    counted as :mod:`minference.bench.density` does (what the kernels load)."""
+    counted as :mod:`minference.bench.density` does (what the kernels load). Vertical-slash heads are counted on the
+    grid :func:`~minference.ops.sparse_attention` runs them on, given its ``vertical_slash_tile`` and whether it
+    counts tiles (``counting``: a ``dense_above`` threshold on an unpadded prompt)."""
     from ..index import build_block_sparse_index, build_vertical_slash_index
-    from ..ops import default_vertical_slash_tile
+    from ..ops import _executed_tiles, grid_by_cover, vertical_slash_grids
     from ..patterns import block_sparse as block_sparse_pattern
     from ..patterns import vertical_slash as vertical_slash_pattern
     from .density import a_shape_density, block_sparse_density, vertical_slash_density
@@ -331,8 +334,10 @@ def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence) -> list:
     vs = [h for h, p in enumerate(patterns) if isinstance(p, VerticalSlash)]
     if vs:
         vertical, slash = vertical_slash_pattern.estimate(q, k, [patterns[h] for h in vs], vs)
-        index = build_vertical_slash_index(n, vertical, slash, default_vertical_slash_tile(q))  # the op's grid
-        values = vertical_slash_density(index, n)[0].tolist()
+        indexes = {grid: build_vertical_slash_index(n, vertical, slash, grid)
+                   for grid in vertical_slash_grids(q, vertical_slash_tile, counting)}
+        grid = grid_by_cover({g: float(_executed_tiles(n, [], index, {})) for g, index in indexes.items()})
+        values = vertical_slash_density(indexes[grid], n)[0].tolist()
         for h, value in zip(vs, values):
             result[h] = value
     for size in sorted({p.block_size for p in patterns if isinstance(p, BlockSparse)}):
@@ -358,7 +363,9 @@ def layer_densities(model, config, run: Callable[[], object], *, prefill, **patc
     per_layer = {}
 
     def recording_prefill(q, k, v, *, settings, seqlens, scaling, module):
-        per_layer[module.layer_idx] = statistics.fmean(head_density(q, k, settings.patterns))
+        counting = settings.dense_above is not None and seqlens is None
+        per_layer[module.layer_idx] = statistics.fmean(head_density(
+            q, k, settings.patterns, vertical_slash_tile=settings.vertical_slash_tile, counting=counting))
         return prefill(q, k, v, settings=settings, seqlens=seqlens, scaling=scaling)
 
     hf.register_attention_type("minference_density", recording_prefill)
