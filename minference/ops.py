@@ -207,7 +207,7 @@ WIDE_GRID_MAX_COVER = 1.10
 """Where :func:`sparse_attention` counts the tiles anyway (its ``dense_above`` check), it puts the vertical-slash
 heads on the 128-token grid, at any length, when that grid's cover is at most this many times the 64-token one's
 (both in 64 x 64 tiles). On an H200 the 128 x 128 body runs at 90.5 % of cuDNN against 77.3 % for 64 x 64 (1.17x);
-the vertical-slash kernel realised 1.04-1.15x of it. Every grid pair measured agrees with this rule (sixth session
+the vertical-slash kernel's speedup on the wider grid times its cover came to 1.04-1.15. Every grid pair measured agrees with this rule (sixth session
 of 2026-11-29, docs/benchmarks.md): covers of 1.007-1.060 ran 1.03-1.13x faster on the 128-token grid, from 32K to
 1M, covers of 1.236 and 1.481 (spread diagonals at 512K and 1M) 0.93x and 0.78x as fast."""
 
