@@ -631,7 +631,8 @@ def sparse_attention(
             :func:`vertical_slash_attention`). ``None`` (default): :func:`default_vertical_slash_tile`; where the
             ``dense_above`` check counts the tiles anyway and the device can run 128 x 128 programs, the grid is
             chosen from the counts instead, at any length: the 128-token one when its cover is at most
-            :data:`WIDE_GRID_MAX_COVER` times the 64-token one's (no extra synchronisation).
+            :data:`WIDE_GRID_MAX_COVER` times the 64-token one's (no extra synchronisation). The choice is per
+            call: all vertical-slash heads and batch rows together.
         Other arguments as in :func:`vertical_slash_attention`.
 
     Returns:
