@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -134,7 +136,7 @@ def test_rows_on_the_128_token_grid_say_so_and_count_its_tiles(monkeypatch):
     from minference.bench.kernels import pattern_cases
     from minference.bench.shapes import Shape, Sweep
 
-    monkeypatch.setattr(ops, "default_vertical_slash_tile", lambda q: 128)
+    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)  # a device that runs 128 x 128 programs
     shape = Shape(n=1024, heads=2, kv_heads=1)
     pattern = VerticalSlash(40, 200, sink=4, local=16)
     sweep = Sweep("t", (shape,), (pattern,), index_sets=("local_heavy",), rows_per_program=(None, 128))
@@ -145,3 +147,6 @@ def test_rows_on_the_128_token_grid_say_so_and_count_its_tiles(monkeypatch):
         index = build_vertical_slash_index(1024, vertical, slash, tile)
         assert density == pytest.approx(float(vertical_slash_density(index, 1024).mean())), label
     assert wide[1] != pytest.approx(pair[1]), "the two grids cover different areas"
+    longer = Shape(n=ops.WIDE_GRID_MAX_TOKENS + 1, heads=2, kv_heads=1)
+    (label, _, _, _), _ = pattern_cases(pattern, dataclasses.replace(sweep, shapes=(longer,)), longer, "cpu", None)
+    assert not label.endswith(", tile=128"), "past the length rule's bound the op runs the 64-token grid"

@@ -253,13 +253,15 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats,
             vertical_idx, slash_idx = vertical_slash_indices(
                 name, n, shape.batch, shape.heads, pattern, device=device, stats=stats
             )
-            probe = torch.empty(1, 1, 1, shape.head_dim, dtype=dtype, device=device)
+            # the op decides by the inputs' device, dtype, head_dim and length: one element stands in for them
+            inputs_like = torch.empty(1, 1, 1, shape.head_dim, dtype=dtype, device=device).expand(1, 1, n, -1)
+            default_tile = ops.default_vertical_slash_tile(inputs_like)
             indexes = {tile: build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
-                       for tile in {ops.default_vertical_slash_tile(probe), TILE}}
+                       for tile in {default_tile, TILE}}
             # density counts the 64-row walk for pair programs; a 128-row pair also computes the masked half of
             # one-half tiles
             for i, rows in enumerate(sweep.rows_per_program):
-                index = indexes[ops.default_vertical_slash_tile(probe) if rows is None else TILE]
+                index = indexes[default_tile if rows is None else TILE]
                 yield (
                     _rows_label(label, rows) + ("" if index.tile == TILE else f", tile={index.tile}"),
                     float(vertical_slash_density(index, n).mean()),
