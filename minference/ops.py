@@ -246,12 +246,8 @@ def _resolve_tile(tile: Optional[int], q: torch.Tensor, backend: str, rows_per_p
 
 def _wide_stages(q: torch.Tensor) -> Optional[int]:
     """The most K/V stages, up to the launcher's, with which a 128 x 128 program fits (None if not even one)."""
-    head_dim = q.shape[-1]
-    stages = launch_options(head_dim, q.dtype, 2 * TILE).get("num_stages", 1)  # none under the interpreter
-    for depth in range(stages, 0, -1):
-        if shared_memory_fits(tile_shared_bytes(2 * TILE, 2 * TILE, head_dim, q.dtype, depth), q.device):
-            return depth
-    return None
+    launcher = launch_options(q.shape[-1], q.dtype, 2 * TILE).get("num_stages", 1)  # none under the interpreter
+    return next((depth for depth in range(launcher, 0, -1) if _program_fits(2 * TILE, 2 * TILE, q, depth)), None)
 
 
 def _vertical_slash_launch(q, k, v, index: VerticalSlashIndex, head_map, out, lse, seqlens, sm_scale) -> None:
@@ -276,14 +272,15 @@ def _check_rows_per_program(rows_per_program: Optional[int]) -> None:
         raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
 
 
-def _program_fits(rows: int, keys: int, q: torch.Tensor) -> bool:
-    """Whether a program of ``rows`` query rows over ``keys``-key tiles, with the K/V stages the launcher gives it,
-    fits in the shared memory of ``q``'s device (the interpreter has no limit). One rule for every wider program:
+def _program_fits(rows: int, keys: int, q: torch.Tensor, stages: Optional[int] = None) -> bool:
+    """Whether a program of ``rows`` query rows over ``keys``-key tiles, with ``stages`` K/V stages (default: those
+    the launcher gives it), fits in the shared memory of ``q``'s device (the interpreter has no limit). One rule for every wider program:
     GQA packs, query-block pairs, 128 x 128 tiles. It counts what sm90 allocates; older architectures allocate less
     for the same program (a 64-row bf16 program at head_dim 128: 88 KiB on sm86 against 112 KiB on sm90, compiled
     with Triton 3.9), so there it errs towards the narrower program, never towards a launch that cannot start."""
     head_dim = q.shape[-1]
-    stages = launch_options(head_dim, q.dtype, rows).get("num_stages", 1)  # none under the interpreter
+    if stages is None:
+        stages = launch_options(head_dim, q.dtype, rows).get("num_stages", 1)  # none under the interpreter
     return shared_memory_fits(tile_shared_bytes(rows, keys, head_dim, q.dtype, stages), q.device)
 
 
