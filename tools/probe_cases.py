@@ -1,12 +1,14 @@
-"""What the vertical-slash probes share: their inputs (Llama-3-8B head shapes, bf16, seed 0) and the ``CASES``
-loop: ``N:index_set`` pairs from the environment, one row list per case, the JSON rewritten after each case so a
-probe cut short by its time limit still leaves what it measured."""
+"""What the vertical-slash probes share: their inputs (Llama-3-8B head shapes, bf16, seed 0), the ``CASES``
+loop (``N:index_set`` pairs from the environment, one row list per case, the JSON rewritten after each case so a
+probe cut short by its time limit still leaves what it measured) and the timing of one variant."""
 import json
 import os
 
 import torch
 
 from minference.bench.index_sets import load_head_stats
+from minference.bench.timing import time_reps
+from minference.kernels._utils import tma_wanted
 
 
 def inputs(n: int):
@@ -16,6 +18,22 @@ def inputs(n: int):
     q = torch.randn(1, 32, n, 128, device=dev, dtype=torch.bfloat16)
     k = torch.randn(1, 8, n, 128, device=dev, dtype=torch.bfloat16)
     return q, k, torch.randn_like(k), torch.arange(32, device=dev, dtype=torch.int32)
+
+
+def reps_for(n: int) -> int:
+    """Timed calls per variant: 10 up to 128K tokens, 3 beyond."""
+    return 10 if n <= 1 << 17 else 3
+
+
+def timed_row(q: torch.Tensor, run, **fields) -> dict:
+    """``fields`` plus the timing of ``run(out)`` into an output shaped like ``q`` and poisoned with NaN: one
+    untimed call (which must write every element: ``nan`` says whether it did), then :func:`reps_for` timed ones."""
+    out = torch.full_like(q, float("nan"))
+    run(out)
+    nan = bool(out.isnan().any())
+    timing = time_reps(lambda: run(out), reps_for(q.shape[2]))
+    return dict(fields, ms=timing.median_ms, min_ms=timing.min_ms, reps=timing.reps, nan=nan,
+                kv_loads="TMA" if tma_wanted(q.device) else "pointers")
 
 
 def run_cases(run_case, default_cases: str, filename: str) -> list:

@@ -12,10 +12,9 @@ so only times, areas and NaN-freedom are compared. Usage, on a CUDA machine:
 import json
 
 import torch
-from probe_cases import inputs, run_cases  # tools/ is on sys.path when run as a script
+from probe_cases import inputs, run_cases, timed_row  # tools/ is on sys.path when run as a script
 
 from minference.bench.index_sets import vertical_slash_indices
-from minference.bench.timing import time_reps
 from minference.index import build_block_sparse_index, build_vertical_slash_index
 from minference.kernels import sparse_attention as sa
 from minference.patterns import VerticalSlash
@@ -45,7 +44,6 @@ def run_case(n: int, name: str, stats) -> list:
     one_column = torch.zeros(1, 32, 1, dtype=torch.int32, device=dev)
     index = build_vertical_slash_index(n, one_column, slash)
     block_index = build_block_sparse_index(grid128_blocks(index))
-    reps = 10 if n <= 1 << 17 else 3
     runs = {
         "64-token grid (vertical-slash kernel, 64 x 64)":
             (lambda out: sa.vertical_slash_forward(q, k, v, index, heads, out), int(index.block_count.sum()) * 64 * 64),
@@ -55,13 +53,7 @@ def run_case(n: int, name: str, stats) -> list:
     }
     rows = []
     for label, (run, area) in runs.items():
-        out = torch.full_like(q, float("nan"))
-        run(out)
-        nan = bool(out.isnan().any())
-        timing = time_reps(lambda: run(out), reps)
-        rows.append(dict(n=n, index_set=name, variant=label, ms=timing.median_ms, min_ms=timing.min_ms,
-                         reps=timing.reps, computed_elements=area, nan=nan,
-                         kv_loads="TMA" if sa.tma_wanted(dev) else "pointers"))
+        rows.append(timed_row(q, run, n=n, index_set=name, variant=label, computed_elements=area))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -12,9 +12,8 @@ Usage, on a CUDA machine: ``CASES=131072:local_heavy OUT=dir python tools/vs_til
 import json
 import os
 
-import torch
 import torch.nn.functional as F
-from probe_cases import inputs, run_cases  # tools/ is on sys.path when run as a script
+from probe_cases import inputs, reps_for, run_cases, timed_row  # tools/ is on sys.path when run as a script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minference.bench.index_sets import vertical_slash_indices
@@ -27,11 +26,10 @@ from minference.patterns import VerticalSlash
 
 def run_case(n: int, name: str, stats) -> list:
     q, k, v, heads = inputs(n)
-    dev = q.device
-    vertical, slash = vertical_slash_indices(name, n, 1, 32, VerticalSlash(1000, 6096), device=dev, stats=stats)
-    reps = 10 if n <= 1 << 17 else 3
+    vertical, slash = vertical_slash_indices(name, n, 1, 32, VerticalSlash(1000, 6096), device=q.device, stats=stats)
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        cudnn = time_reps(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), reps)
+        cudnn = time_reps(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
+                          reps_for(n))
     rows = [dict(n=n, index_set=name, variant="cudnn", ms=cudnn.median_ms, min_ms=cudnn.min_ms)]
     print(json.dumps(rows[-1]), flush=True)
     variants = [(64, None), (128, None)]
@@ -41,17 +39,11 @@ def run_case(n: int, name: str, stats) -> list:
         variants.append((128, json.loads(os.environ["LAUNCH"])))
     for tile, launch in variants:
         index = build_vertical_slash_index(n, vertical, slash, tile)
-        out = torch.full_like(q, float("nan"))
-        run = lambda: sa.vertical_slash_forward(q, k, v, index, heads, out, launch=launch)  # noqa: E731
-        run()
-        nan = bool(out.isnan().any())
-        timing = time_reps(run, reps)
+        row = timed_row(q, lambda out: sa.vertical_slash_forward(q, k, v, index, heads, out, launch=launch),
+                        n=n, index_set=name, variant=f"vertical_slash tile {tile}", launch=launch)
         density = float(vertical_slash_density(index, n).mean())
-        speedup = cudnn.median_ms / timing.median_ms
-        rows.append(dict(n=n, index_set=name, variant=f"vertical_slash tile {tile}", launch=launch, ms=timing.median_ms,
-                         min_ms=timing.min_ms, density=density, speedup_vs_cudnn=speedup,
-                         kept_share_of_cudnn=density * speedup, nan=nan,
-                         kv_loads="TMA" if sa.tma_wanted(dev) else "pointers"))
+        speedup = cudnn.median_ms / row["ms"]
+        rows.append(dict(row, density=density, speedup_vs_cudnn=speedup, kept_share_of_cudnn=density * speedup))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
