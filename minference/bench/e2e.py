@@ -324,7 +324,7 @@ def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence, *, vertic
     grid :func:`~minference.ops.sparse_attention` runs them on, given its ``vertical_slash_tile`` and whether it
     counts tiles (``counting``: a ``dense_above`` threshold on an unpadded prompt)."""
     from ..index import build_block_sparse_index, build_vertical_slash_index
-    from ..ops import _executed_tiles, grid_by_cover, vertical_slash_grids
+    from ..ops import _counted_tiles, grid_by_cover, vertical_slash_grids
     from ..patterns import block_sparse as block_sparse_pattern
     from ..patterns import vertical_slash as vertical_slash_pattern
     from .density import a_shape_density, block_sparse_density, vertical_slash_density
@@ -336,7 +336,7 @@ def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence, *, vertic
         vertical, slash = vertical_slash_pattern.estimate(q, k, [patterns[h] for h in vs], vs)
         indexes = {grid: build_vertical_slash_index(n, vertical, slash, grid)
                    for grid in vertical_slash_grids(q, vertical_slash_tile, counting)}
-        grid = grid_by_cover({g: float(_executed_tiles(n, [], index, {})) for g, index in indexes.items()})
+        grid = grid_by_cover(_counted_tiles(n, q.shape[0], [], indexes, {})[1])  # as sparse_attention chooses
         values = vertical_slash_density(indexes[grid], n)[0].tolist()
         for h, value in zip(vs, values):
             result[h] = value
