@@ -181,3 +181,34 @@ def test_dense_above_reaches_the_patch_and_the_table():
     assert "keep more than 0.6 of the causal tiles" in e2e.markdown(document)
     del document["settings"]["dense_above"]
     assert "and never by density" in e2e.markdown(document)
+
+
+def test_real_weights_load_by_name_and_cutting_layers_leaves_later_loads_whole():
+    from minference.evals.models import load_model
+
+    model, tokenizer, label = e2e.build_model(model="smollm2", layers=2, dtype=torch.float32, device="cpu")
+    assert len(model.model.layers) == 2 and model.config.num_hidden_layers == 2
+    assert "smollm2-135m-instruct (real weights)" in label and tokenizer is not None
+    assert model.config._attn_implementation == "sdpa"
+    assert len(load_model("smollm2", dtype="float32", device="cpu").model.model.layers) == 30
+
+
+def test_rope_scaling_needs_real_weights_and_excludes_a_checkpoint():
+    with pytest.raises(ValueError, match="rope_scaling applies to model"):
+        e2e.build_model(rope_scaling=2.0, device="cpu")
+    with pytest.raises(ValueError, match="model or checkpoint, not both"):
+        e2e.build_model(checkpoint="/some/folder", model="smollm2", device="cpu")
+
+
+def test_natural_text_is_used_when_the_texts_are_on_disk(monkeypatch):
+    from minference.evals import text
+
+    monkeypatch.setattr(text, "load_documents", lambda fetch=True: ["alpha beta gamma. " * 50, "delta. " * 50])
+    prompt, source = e2e.natural_text(200)  # 6 characters a token: both documents
+    assert prompt.startswith("alpha beta gamma.") and "delta." in prompt and source == text.GUTENBERG_SOURCE
+
+    def unavailable(fetch=True):
+        raise text.TextUnavailable("not cached")
+
+    monkeypatch.setattr(text, "load_documents", unavailable)
+    assert e2e.natural_text(100) == (e2e.PROMPT_TEXT, "a repeated paragraph (no Gutenberg texts on disk)")

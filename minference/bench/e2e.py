@@ -13,7 +13,8 @@ differs:
 - ``minference_static`` (on request, not in the default sweep): the same config with indices estimated on the
   first prompt and reused, i.e. MInference without its estimation cost.
 
-Weights: a local checkpoint when given, else random weights built from the config (said in the output). Purely random
+Weights: a shipped model (``--model qwen2.5-coder-0.5b``, real weights; ``--rope-scaling`` stretches its 32K window
+with YaRN for longer prompts) or a local checkpoint when given, else random weights built from the config (said in the output). Purely random
 attention is almost uniform, so the estimator's top diagonals and columns are scattered and vertical-slash runs nearly
 dense, unlike a trained model. Random weights therefore get, by default, a q/k bias shared by all positions
 (``--locality ALPHA``): after RoPE it adds ``alpha * ln(rope_theta) * (1 - ln(distance) / ln(rope_theta))``-shaped
@@ -98,6 +99,8 @@ class E2ESettings:
     lengths: tuple = LENGTHS
     methods: tuple = METHODS
     checkpoint: Optional[str] = None
+    model: Optional[str] = None
+    rope_scaling: Optional[float] = None
     layers: Optional[int] = None
     runs: int = 3
     warmup: int = 1
@@ -130,8 +133,13 @@ def build_model(
     device="cuda",
     seed: int = 0,
     locality: float = 0.0,
+    model: Optional[str] = None,
+    rope_scaling: Optional[float] = None,
 ):
     """The model to time and a label saying which weights it has.
+
+    ``model`` loads real weights through :func:`minference.evals.models.load_model` (a shipped model's short name,
+    a ``.gguf`` file, a folder), with ``rope_scaling`` as its YaRN factor; ``checkpoint`` a transformers folder.
 
     Random weights are created directly in ``dtype`` on ``device`` (an 8B model in float32 would need 32 GB first);
     ``locality > 0`` adds the shared q/k bias that makes their attention decay like ``distance ** -locality``
@@ -142,6 +150,23 @@ def build_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    if model is not None and checkpoint is not None:
+        raise ValueError("give model or checkpoint, not both")
+    if rope_scaling is not None and model is None:
+        raise ValueError("rope_scaling applies to model (a shipped model, GGUF file or folder) only")
+    if model is not None:
+        from ..evals.models import forget_loaded, load_model
+
+        loaded = load_model(model, dtype=str(dtype).removeprefix("torch."), device=device, rope_scaling=rope_scaling)
+        forget_loaded()  # the layers may be cut below: no later load may receive this model
+        loaded.model.config._attn_implementation = "sdpa"
+        if layers is not None:
+            loaded.model.model.layers = loaded.model.model.layers[:layers]
+            loaded.model.config.num_hidden_layers = layers
+        label = f"{loaded.name} (real weights)"
+        if rope_scaling is not None:
+            label += f", YaRN x{rope_scaling:g} ({loaded.max_length} positions)"
+        return loaded.model.eval(), loaded.tokenizer, label
     if checkpoint is not None:
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation="sdpa").to(
             device
@@ -204,19 +229,32 @@ def add_local_bias(model, locality: float) -> None:
         attention.o_proj.bias.zero_()
 
 
-def prompt_ids(n: int, tokenizer=None, device="cpu") -> torch.Tensor:
-    """``(1, n)`` token ids: :data:`PROMPT_TEXT` tokenised once, repeated and cut to exactly ``n`` tokens.
+def prompt_ids(n: int, tokenizer=None, device="cpu", text: Optional[str] = None) -> torch.Tensor:
+    """``(1, n)`` token ids: ``text`` (default :data:`PROMPT_TEXT`) tokenised once, repeated and cut to exactly
+    ``n`` tokens.
 
     Without a tokenizer (random weights) the text's UTF-8 bytes are the ids. Never decoded and re-tokenised, so the
     length is exact.
     """
     config_mod._check_int("n", n, 1)
     if tokenizer is not None:
-        unit = tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
+        unit = tokenizer(text or PROMPT_TEXT, add_special_tokens=False)["input_ids"]
     else:
         unit = list(PROMPT_TEXT.encode("utf-8"))
     repeats = -(-n // len(unit))
     return torch.tensor((unit * repeats)[:n], dtype=torch.long, device=device).view(1, n)
+
+
+def natural_text(max_lengths: int) -> tuple:
+    """``(text, source)``: the offline Gutenberg texts (:mod:`minference.evals.text`) for real weights, whose
+    attention on a short repeated text would follow the repetition; :data:`PROMPT_TEXT` when none is on disk."""
+    from ..evals.text import TextUnavailable, haystack, load_documents, source_name
+
+    try:
+        documents = load_documents(fetch=False)
+    except TextUnavailable:
+        return PROMPT_TEXT, "a repeated paragraph (no Gutenberg texts on disk)"
+    return haystack(6 * max_lengths, documents), source_name()
 
 
 def _sdpa_backend(method: str):
@@ -423,11 +461,16 @@ def run(settings: E2ESettings, progress: bool = True) -> dict:
 
     dtype = getattr(torch, settings.dtype)
     model, tokenizer, weights = build_model(
-        settings.checkpoint, settings.layers, dtype, seed=settings.seed, locality=settings.locality
+        settings.checkpoint, settings.layers, dtype, seed=settings.seed, locality=settings.locality,
+        model=settings.model, rope_scaling=settings.rope_scaling,
     )
+    text, text_source = (None, "a repeated paragraph")
+    if settings.model is not None:
+        text, text_source = natural_text(max(settings.lengths))
     document = {
         "machine": machine(),
         "weights": weights,
+        "prompt": text_source,
         "model": model.config.to_dict(),
         "settings": asdict(settings),
         "rows": [],
@@ -442,7 +485,7 @@ def run(settings: E2ESettings, progress: bool = True) -> dict:
             row["skipped"] = f"dense above max_dense_len={settings.max_dense_len}"
             document["rows"].append(row)
             continue
-        ids = prompt_ids(n, tokenizer, device="cuda")
+        ids = prompt_ids(n, tokenizer, device="cuda", text=text)
         try:
             with use_method(model, method, settings) as note:
                 row.update(time_prefill(model, ids, settings.runs, settings.warmup))
@@ -670,6 +713,8 @@ def _run_cli(args) -> int:
         lengths=args.lengths,
         methods=tuple(args.methods.split(",")),
         checkpoint=args.checkpoint,
+        model=args.model,
+        rope_scaling=args.rope_scaling,
         layers=args.layers,
         runs=args.runs,
         warmup=args.warmup,
@@ -711,6 +756,12 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lengths", type=parse_lengths, default=LENGTHS, help="e.g. 1K,10K,100K,1M")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(ALL_METHODS)}")
     parser.add_argument("--checkpoint", help="local model directory (default: random weights)")
+    parser.add_argument(
+        "--model", help="real weights: a shipped model (qwen2.5-coder-0.5b, smollm2), a .gguf file or a folder"
+    )
+    parser.add_argument(
+        "--rope-scaling", type=float, help="with --model: YaRN factor stretching its context (e.g. 32 for 1M on 32K)"
+    )
     parser.add_argument("--layers", type=int, help="keep only this many decoder layers")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

@@ -27,6 +27,10 @@ dense; real heads are far sparser. Each set below returns exactly what the estim
     temperature 0.3) and says so in its label. At long N this model sits between ``local_heavy`` and
     ``random`` (vertical-slash (1000, 6096) at 128K: mean density about 0.6); how far real far-off diagonals
     cluster is what it cannot know from 8K.
+``measured_qwen``
+    The same model of real heads, fitted to Qwen2.5-Coder-0.5B-Instruct read at 32K tokens, its native window
+    (``data/qwen2.5-coder-0.5b_32k_head_stats.json``): a model trained for long context, captured at 4x the
+    length, so less of the profile is extrapolated at 128K-1M.
 ``random``
     Adversarial: uniformly random columns and diagonals (plus the forced sinks and local diagonals) and
     uniformly random key blocks per query block. At long N this is nearly dense for vertical-slash.
@@ -49,6 +53,11 @@ from ..patterns import BlockSparse, VerticalSlash
 from .shapes import INDEX_SETS
 
 DATA_FILE = os.path.join(os.path.dirname(__file__), "data", "smollm2_8k_head_stats.json")
+MEASURED_FILES = {
+    "measured": DATA_FILE,
+    "measured_qwen": os.path.join(os.path.dirname(__file__), "data", "qwen2.5-coder-0.5b_32k_head_stats.json"),
+}
+"""The captured statistics behind each measured set."""
 ROW_CHUNK = 1024
 CHUNK_ELEMENTS = 1 << 24
 """The measured block-sparse generator scores at most ``ROW_CHUNK`` query blocks, ``CHUNK_ELEMENTS`` scores,
@@ -62,10 +71,10 @@ _SYNTHETIC = {
 }
 
 
-def load_head_stats(path: Optional[str] = None) -> Optional[dict]:
-    """The captured statistics document, or ``None`` when the file is missing (``measured`` then falls
-    back)."""
-    path = path or DATA_FILE
+def load_head_stats(path: Optional[str] = None, index_set: str = "measured") -> Optional[dict]:
+    """The captured statistics document of ``index_set`` (or the file ``path``), or ``None`` when the file is
+    missing (the set then falls back to ``synthetic``)."""
+    path = path or MEASURED_FILES[index_set]
     if not os.path.exists(path):
         return None
     return _load(path)
@@ -81,11 +90,16 @@ def _load(path: str) -> dict:
 
 
 def index_set_label(index_set: str, stats: Optional[dict] = None) -> str:
-    """The label rows carry: ``measured`` becomes ``synthetic`` when no captured statistics are available."""
+    """The label rows carry: a measured set becomes ``synthetic`` when no captured statistics are available."""
     _check_index_set(index_set)
-    if index_set == "measured" and (stats or load_head_stats()) is None:
+    if index_set in MEASURED_FILES and _stats_for(index_set, stats) is None:
         return "synthetic"
     return index_set
+
+
+def _stats_for(index_set: str, stats: Optional[dict]) -> Optional[dict]:
+    """``stats`` (given for the ``measured`` set) or the file of ``index_set``."""
+    return stats if stats is not None and index_set == "measured" else load_head_stats(index_set=index_set)
 
 
 def _check_index_set(index_set: str) -> None:
@@ -263,7 +277,7 @@ def vertical_slash_indices(
         slash_idx = _top_choices(flat, min(pattern.local, n), slash, seed, 2)
         return vertical_idx, slash_idx
     return measured_vertical_slash(
-        stats if stats is not None else load_head_stats(), n, batch, heads, pattern, seed=seed, device=device
+        _stats_for(index_set, stats), n, batch, heads, pattern, seed=seed, device=device
     )
 
 
@@ -303,7 +317,7 @@ def block_sparse_indices(
     if index_set == "random":
         ids = (hash_uniform(seed, b, h, m, slot) * (m + 1).double()).long().clamp_max(m)
         return ids.expand(batch, heads, rows, width).to(torch.int32).contiguous()
-    stats = stats if stats is not None else load_head_stats()
+    stats = _stats_for(index_set, stats)
     slash, vertical, temperature = _profile_weights(stats, n, heads, seed, device)
     bs = pattern.block_size
     offsets = (torch.arange(rows, device=device) * bs + bs // 2).clamp_max(n - 1)

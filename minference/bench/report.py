@@ -145,7 +145,7 @@ def series_label(row: Mapping) -> str:
 
 PATTERN_COLOURS = {"vertical_slash": "tab:blue", "block_sparse": "tab:green", "a_shape": "tab:purple"}
 DENSE_COLOURS = {"sdpa_flash": "tab:red", "sdpa_cudnn": "black", "sdpa": "tab:gray"}
-INDEX_SET_MARKERS = {"local_heavy": "o", "measured": "s", "random": "x", "static": "^"}
+INDEX_SET_MARKERS = {"local_heavy": "o", "measured": "s", "measured_qwen": "D", "random": "x", "static": "^"}
 
 
 def line_style(label: str) -> dict:

@@ -14,7 +14,7 @@ from ..kernels.gqa_pack import PACKS
 
 K = 1024
 
-INDEX_SETS = ("local_heavy", "measured", "random")
+INDEX_SETS = ("local_heavy", "measured", "measured_qwen", "random")
 """Index sets for estimated patterns (A-shape needs none and is labelled ``static``)."""
 
 DENSE_METHODS = ("sdpa_flash", "sdpa_cudnn")

@@ -40,7 +40,10 @@ def _names(text: str) -> list:
 
 def _common(parser: argparse.ArgumentParser, lengths: str) -> None:
     parser.add_argument(
-        "--model", default=None, help="local checkpoint or hub id (default: SmolLM2-135M-Instruct)"
+        "--model",
+        default=None,
+        help="shipped model (smollm2, qwen2.5-coder-0.5b), .gguf file, local checkpoint or hub id "
+        "(default: SmolLM2-135M-Instruct)",
     )
     parser.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")

@@ -32,7 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "demo", help="quick needle + passkey check, dense vs MInference", description=__doc__
     )
     parser.add_argument(
-        "--model", default=None, help="local checkpoint or hub id (default: SmolLM2-135M-Instruct)"
+        "--model",
+        default=None,
+        help="shipped model (smollm2, qwen2.5-coder-0.5b), .gguf file, local checkpoint or hub id "
+        "(default: SmolLM2-135M-Instruct)",
     )
     parser.add_argument(
         "--methods",

