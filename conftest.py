@@ -25,6 +25,21 @@ try:  # GPU runs pay a Triton compile per new shape: "no-shrink" reports the fir
 except ImportError:  # the main-job install has no hypothesis
     pass
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--eval-model",
+        default=None,
+        help="model whose thresholds the eval suites assert (smollm2, qwen2.5-coder-0.5b, a .gguf file or a "
+        "checkpoint folder); the same as MINFERENCE_EVAL_MODEL (evals/harness.py)",
+    )
+
+
+def pytest_configure(config):
+    model = config.getoption("--eval-model")
+    if model:  # before collection: each eval suite reads its thresholds when it is imported
+        os.environ["MINFERENCE_EVAL_MODEL"] = model
+
+
 MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow")
 SUITES = ("bench", "evals")
 

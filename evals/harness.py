@@ -1,10 +1,10 @@
 """Eval harness: run a benchmark through the ``minference eval`` code path, then assert ``thresholds.toml``.
 
 Environment (all optional):
-    MINFERENCE_EVAL_MODEL    local checkpoint / hub id (default: the shipped SmolLM2-135M-Instruct)
-    MINFERENCE_EVAL_METHODS  default ``dense,minference,minference@0.1``; for the shipped SmolLM2 the methods its
-                             thresholds were measured with: ``dense,minference,minference:smollm2-135m-instruct,
-                             minference@0.3``
+    MINFERENCE_EVAL_MODEL    shipped model (``qwen2.5-coder-0.5b``), local checkpoint or hub id (default: the
+                             shipped SmolLM2-135M-Instruct); ``pytest --eval-model NAME`` sets it
+    MINFERENCE_EVAL_METHODS  default ``dense,minference,minference@0.1``; for a shipped model the methods (and grid)
+                             its thresholds were measured with (:data:`SHIPPED_RUNS`)
     MINFERENCE_EVAL_OUT      results folder (default ``results/evals``; runs resume from it)
     MINFERENCE_EVAL_SAMPLES  examples per task and length (default 10 for RULER/InfiniteBench, 4 windows for PPL)
     MINFERENCE_EVAL_DATA     folder of InfiniteBench jsonl files; MINFERENCE_EVAL_SQUAD / _HOTPOTQA for RULER QA
@@ -34,15 +34,36 @@ from minference.evals.runner import ppl_by_method
 
 THRESHOLDS = Path(__file__).with_name("thresholds.toml")
 DEFAULT_METHODS = "dense,minference,minference@0.1"
-# The shipped model's thresholds come from these methods (thresholds.toml); other budgets would judge other rows.
-SHIPPED_MODEL_METHODS = "dense,minference,minference:smollm2-135m-instruct,minference@0.3"
+# The shipped models' thresholds come from these methods and grids (thresholds.toml); other budgets or grids would
+# judge other rows. Per benchmark, extra ``minference eval`` arguments.
+SHIPPED_RUNS = {
+    "smollm2-135m-instruct": {"methods": "dense,minference,minference:smollm2-135m-instruct,minference@0.3"},
+    "qwen2.5-coder-0.5b-instruct": {
+        "methods": "dense,minference:qwen2.5-coder-0.5b-instruct,minference",
+        "needle": ["--depths", "0,25,50,75,100"],
+        "ruler": ["--samples", "3"],
+        "infinitebench": ["--samples", "3"],
+        "ppl": ["--samples", "2"],
+    },
+}
+
+
+def _shipped_run() -> dict:
+    return SHIPPED_RUNS.get(model_name(os.environ.get("MINFERENCE_EVAL_MODEL")), {})
+
+
+def _shipped_arguments(benchmark: str, keep_samples: bool) -> list:
+    """The shipped model's grid arguments for ``benchmark``; ``--samples`` dropped when the caller sets its own."""
+    extra = list(_shipped_run().get(benchmark, []))
+    if not keep_samples and "--samples" in extra:
+        at = extra.index("--samples")
+        del extra[at : at + 2]
+    return extra
 
 
 def default_methods() -> str:
     """The methods a run compares when ``MINFERENCE_EVAL_METHODS`` is unset."""
-    if model_name(os.environ.get("MINFERENCE_EVAL_MODEL")) == "smollm2-135m-instruct":
-        return SHIPPED_MODEL_METHODS
-    return DEFAULT_METHODS
+    return _shipped_run().get("methods", DEFAULT_METHODS)
 
 
 def thresholds(benchmark: str) -> list:
@@ -83,6 +104,7 @@ def run_benchmark(benchmark: str, lengths, tasks=None) -> ResultStore:
                 argv += [flag, os.environ[env]]
     if benchmark == "needle":
         argv += ["--question-first"]
+    argv += _shipped_arguments(benchmark, keep_samples=not samples)
     argv += shlex.split(os.environ.get("MINFERENCE_EVAL_ARGS", ""))
     parser = argparse.ArgumentParser()
     eval_cli.add_parser(parser.add_subparsers())

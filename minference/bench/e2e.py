@@ -524,6 +524,18 @@ def _timings(document: dict) -> list:
     return [(sorted(ns), how) for how, ns in sorted(by_how.items(), key=lambda item: min(item[1], default=0))]
 
 
+def _random_weights(document: dict) -> bool:
+    return str(document["weights"]).startswith("random weights")
+
+
+def _model_text(document: dict) -> str:
+    """Which model was timed: the Llama-3-8B-1M shapes for random weights, else the loaded model and its prompt."""
+    if _random_weights(document):
+        return f"Llama-3-8B-1M shapes, {document['weights']}"
+    prompt = document.get("prompt")
+    return f"{document['weights']}" + (f", prompt: {prompt}" if prompt else "")
+
+
 def markdown(document: dict) -> str:
     """The published table's format (lengths as rows, methods as columns, seconds), speedups of MInference, the
     peak memory table, and the measured densities."""
@@ -549,7 +561,7 @@ def markdown(document: dict) -> str:
     timing = timings[0][1] if len(timings) == 1 else "timing per length below"
     lines = [
         f"Prefill latency, seconds ({timing}). {report.machine_line(m)} | transformers {m.get('transformers', '?')}",
-        f"Model: Llama-3-8B-1M shapes, {document['weights']}; `use_cache=False`, `logits_to_keep=1`, norms/MLP in "
+        f"Model: {_model_text(document)}; `use_cache=False`, `logits_to_keep=1`, norms/MLP in "
         f"chunks of {document['settings']['chunk_size']} tokens; sparse methods dense below "
         f"{document['settings']['dense_below']} tokens"
         + _fallback_text(document["settings"].get("dense_above"))
@@ -591,9 +603,10 @@ def markdown(document: dict) -> str:
     if document["density"]:
         lines += [
             "",
-            "MInference executed-tile density per layer (mean over heads, 64x64 tiles executed / causal tiles; "
-            "on random weights the estimator's lower-ranked diagonals scatter, so indices are far denser than on a "
-            "trained model's local heads):",
+            "MInference executed-tile density per layer (mean over heads, 64x64 tiles executed / causal tiles"
+            + ("; on random weights the estimator's lower-ranked diagonals scatter, so indices are far denser than "
+               "on a trained model's local heads" if _random_weights(document) else "")
+            + "):",
             "",
         ]
         for n, values in sorted(document["density"].items(), key=lambda item: int(item[0])):

@@ -121,6 +121,12 @@ GRID_ARGS = ("lengths", "tasks", "samples", "depths", "rounds")
 """Arguments that choose which cells run: they may change between runs; each record's fingerprint then decides."""
 
 
+def _with_extension(stem: Path, extension: str) -> Path:
+    """``stem`` + ``extension``: model names hold dots (``qwen2.5-coder-0.5b-instruct``), which ``with_suffix``
+    would take for an extension and cut."""
+    return stem.with_name(stem.name + extension)
+
+
 def run_settings(args, loaded) -> dict:
     """The settings every record of this run depends on, by argparse name (see :data:`RECORD_ARGS`)."""
     settings = {
@@ -137,7 +143,7 @@ def run_settings(args, loaded) -> dict:
 def open_store(args, loaded, methods, stem: Path) -> ResultStore:
     """The run's results file, checked against this run's settings (refuses records made under others)."""
     store = ResultStore(
-        stem.with_suffix(".json"),
+        _with_extension(stem, ".json"),
         meta={"model": loaded.name, "benchmark": args.benchmark, "methods": [m.label for m in methods]},
     )
     grid = {name: getattr(args, name) for name in GRID_ARGS if hasattr(args, name)}
@@ -165,7 +171,7 @@ def run(args) -> int:
             chunk=args.chunk,
         )
         sections.append(f"Perplexity ({store.meta.get('text_source')}):\n\n" + ppl_table(store))
-        ppl_curve(ppl_by_method(store), stem.with_suffix(".png"), title=f"{loaded.name}: PPL vs length")
+        ppl_curve(ppl_by_method(store), _with_extension(stem, ".png"), title=f"{loaded.name}: PPL vs length")
     else:
         if args.benchmark == "needle":
             examples = needle.generate(
@@ -207,12 +213,12 @@ def run(args) -> int:
         if args.benchmark != "needle":
             sections.append(by_task(store, args.tasks))
         else:
-            needle_heatmap(store, stem.with_suffix(".png"), title=loaded.name)
+            needle_heatmap(store, _with_extension(stem, ".png"), title=loaded.name)
     sections.append(density_table(store))
     if store.skipped:
         sections.append(skipped_lines(store))
     report = f"## {args.benchmark} — {loaded.name}\n\n" + "\n\n".join(sections) + "\n"
-    atomic_write_text(stem.with_suffix(".md"), report)
+    atomic_write_text(_with_extension(stem, ".md"), report)
     print(report)
-    print(f"results: {stem.with_suffix('.json')}")
+    print(f"results: {_with_extension(stem, '.json')}")
     return 0

@@ -184,6 +184,7 @@ def load_model(
         source = str(name_or_path)
     config = AutoConfig.from_pretrained(source, **kwargs)
     if rope_scaling is not None:
+        previous = dict(getattr(config, "rope_parameters", None) or {})  # transformers 5 aliases rope_scaling to it
         original = config.max_position_embeddings
         config.rope_scaling = {
             "rope_type": "yarn",
@@ -191,7 +192,7 @@ def load_model(
             "original_max_position_embeddings": original,
         }
         if hasattr(config, "rope_parameters") and isinstance(config.rope_parameters, dict):
-            config.rope_parameters = {**config.rope_parameters, **config.rope_scaling}
+            config.rope_parameters = {**previous, **config.rope_scaling}
         config.max_position_embeddings = int(original * rope_scaling)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)

@@ -176,11 +176,11 @@ def gguf_path(model: ShippedModel) -> Path:
         FileNotFoundError: a wheel is missing (named, with the pip command).
         ValueError: a part or the assembled file has the wrong size or digest.
     """
+    target = cache_dir() / "models" / model.file_name
+    if len(model.parts) > 1 and target.is_file() and target.stat().st_size == model.size:
+        return target  # the wheels may be uninstalled once it is assembled
     paths = part_paths(model)
     if len(paths) == 1:
         return paths[0]
     check_part_sizes(model, paths)
-    target = cache_dir() / "models" / model.file_name
-    if target.is_file() and target.stat().st_size == model.size:
-        return target
     return assemble(paths, target, size=model.size, sha256=model.sha256)
