@@ -1,6 +1,9 @@
-"""A tiny word-level tokenizer for eval tests: one id per whitespace-separated word (and per newline)."""
+"""Eval test doubles: a tiny word-level tokenizer (one id per whitespace-separated word and per newline) and a tiny
+random Llama checkpoint folder."""
 
 import re
+
+import torch
 
 
 class WordTokenizer:
@@ -27,3 +30,23 @@ class WordTokenizer:
             word = self.words[i - 1]
             out.append(word if word == "\n" or not out or out[-1] == "\n" else " " + word)
         return "".join(out)
+
+
+def tiny_llama_checkpoint(folder, layers: int = 3):
+    """A random 64-wide Llama with a byte-level tokenizer saved as a transformers folder (loads like a real one)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    inner = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    inner.decoder = decoders.ByteLevel()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=257, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                         rope_theta=50000.0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>").save_pretrained(folder)
+    return folder

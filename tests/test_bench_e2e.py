@@ -183,14 +183,16 @@ def test_dense_above_reaches_the_patch_and_the_table():
     assert "and never by density" in e2e.markdown(document)
 
 
-def test_real_weights_load_by_name_and_cutting_layers_leaves_later_loads_whole():
+def test_real_weights_load_and_cutting_layers_leaves_later_loads_whole(tmp_path):
+    from evals_helpers import tiny_llama_checkpoint
     from minference.evals.models import load_model
 
-    model, tokenizer, label = e2e.build_model(model="smollm2", layers=2, dtype=torch.float32, device="cpu")
+    folder = str(tiny_llama_checkpoint(tmp_path / "tiny", layers=3))
+    model, tokenizer, label = e2e.build_model(model=folder, layers=2, dtype=torch.float32, device="cpu")
     assert len(model.model.layers) == 2 and model.config.num_hidden_layers == 2
-    assert "smollm2-135m-instruct (real weights)" in label and tokenizer is not None
+    assert "tiny (real weights)" in label and tokenizer is not None
     assert model.config._attn_implementation == "sdpa"
-    assert len(load_model("smollm2", dtype="float32", device="cpu").model.model.layers) == 30
+    assert len(load_model(folder, dtype="float32", device="cpu").model.model.layers) == 3
 
 
 def test_rope_scaling_needs_real_weights_and_excludes_a_checkpoint():

@@ -204,3 +204,20 @@ def test_the_density_report_shows_executed_tiles_for_configs_and_budgets(tmp_pat
     table = density_table(store)
     assert "Executed tiles % of dense" in table
     assert "| minference:cfg | 27.4 |" in table and "| minference@0.3 | 33.2 |" in table
+
+
+def test_yarn_scaling_keeps_the_rope_base_and_stretches_the_window(tmp_path):
+    """transformers 5 aliases ``rope_scaling`` to ``rope_parameters``: setting one must not drop the base."""
+    from evals_helpers import tiny_llama_checkpoint
+    from minference.evals.models import load_model
+
+    folder = str(tiny_llama_checkpoint(tmp_path / "tiny"))
+    stretched = load_model(folder, device="cpu", dtype="float32", rope_scaling=2.0)
+    config = stretched.model.config
+    parameters = dict(getattr(config, "rope_parameters", None) or config.rope_scaling)
+    assert parameters["rope_type"] == "yarn" and parameters["factor"] == 2.0, parameters
+    assert parameters.get("rope_theta", getattr(config, "rope_theta", None)) == 50000.0, parameters
+    assert stretched.max_length == 2 * 1024
+    ids = torch.arange(10, 50).view(1, -1)
+    with torch.no_grad():
+        assert torch.isfinite(stretched.model(ids).logits).all()

@@ -184,15 +184,13 @@ def load_model(
         source = str(name_or_path)
     config = AutoConfig.from_pretrained(source, **kwargs)
     if rope_scaling is not None:
-        previous = dict(getattr(config, "rope_parameters", None) or {})  # transformers 5 aliases rope_scaling to it
         original = config.max_position_embeddings
-        config.rope_scaling = {
-            "rope_type": "yarn",
-            "factor": float(rope_scaling),
-            "original_max_position_embeddings": original,
-        }
-        if hasattr(config, "rope_parameters") and isinstance(config.rope_parameters, dict):
-            config.rope_parameters = {**previous, **config.rope_scaling}
+        yarn = {"rope_type": "yarn", "factor": float(rope_scaling), "original_max_position_embeddings": original}
+        parameters = getattr(config, "rope_parameters", None)
+        if isinstance(parameters, dict):  # transformers 5: one dict with the base; rope_scaling aliases it
+            config.rope_parameters = {**parameters, **yarn}
+        else:
+            config.rope_scaling = yarn
         config.max_position_embeddings = int(original * rope_scaling)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)
