@@ -82,3 +82,36 @@ def test_only_whole_uncached_prompts_of_dense_below_tokens_run_sparse():
     assert spans == [(1, 1, 4097), (4, 6197, 7221)]
     assert sparse_requests(starts, torch.tensor(seq_lens), dense_below=0) == [(1, 1, 4097), (2, 4097, 4197),
                                                                              (4, 6197, 7221)]
+
+
+def test_vllm_ttft_table_reads_like_the_document():
+    from minference.bench import e2e_vllm
+
+    document = {
+        "machine": {"device": "AMD EPYC (2 cores)", "torch": "2.13.0+cpu", "vllm": "0.32.0", "date": "2026-12-03",
+                    "commit": "abc1234"},
+        "max_model_len": 8001, "hf_overrides": {},
+        "settings": {"runs": 1, "config": "smollm2-135m-instruct-d0.5", "dense_below": 0, "dense_above": 0.6},
+        "rows": [{"tokens": 4000, "method": "dense", "ttft_s": 2.0}, {"tokens": 4000, "method": "minference",
+                                                                        "ttft_s": 4.0},
+                 {"tokens": 8000, "method": "dense", "ttft_s": 6.0}],
+    }
+    table = e2e_vllm.markdown(document)
+    assert "**AMD EPYC (2 cores) | torch 2.13.0+cpu | vLLM 0.32.0 | 2026-12-03 | commit abc1234**" in table
+    assert "| 4000 | 2.00 | 4.00 | 0.50× |" in table
+    assert "| 8000 | 6.00 | – | – |" in table
+
+
+def test_bench_e2e_takes_the_vllm_engine():
+    import argparse
+
+    from minference.bench import e2e
+
+    parser = argparse.ArgumentParser()
+    e2e.add_e2e_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["e2e", "--engine", "vllm", "--lengths", "4K,8K", "--runs", "1"])
+    assert args.engine == "vllm" and args.lengths == (4000, 8000) and args.dense_below is None
+    with pytest.raises(ValueError, match="methods must be among"):
+        from minference.bench.e2e_vllm import VllmBenchSettings, run
+
+        run(VllmBenchSettings(methods=("dense_fa2",)))

@@ -69,7 +69,8 @@ def _context(model_folder: str, longest: int, rope_scaling: Optional[float]) -> 
     """``(max_model_len, hf_overrides)``: room for the longest prompt and one new token, YaRN where needed."""
     from transformers import AutoConfig
 
-    native = int(AutoConfig.from_pretrained(model_folder).max_position_embeddings)
+    model_config = AutoConfig.from_pretrained(model_folder)
+    native = int(model_config.max_position_embeddings)
     need = longest + 1
     factor = rope_scaling
     if factor is None and need > native:
@@ -77,6 +78,9 @@ def _context(model_folder: str, longest: int, rope_scaling: Optional[float]) -> 
     if factor is None:
         return max(need, 256), {}
     rope = {"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": native}
+    current = getattr(model_config, "rope_parameters", None)
+    if isinstance(current, dict):  # transformers >= 5 keeps rope_theta beside the scaling, in rope_parameters
+        return max(need, 256), {"rope_parameters": {**current, **rope}, "max_position_embeddings": int(native * factor)}
     return max(need, 256), {"rope_scaling": rope, "max_position_embeddings": int(native * factor)}
 
 

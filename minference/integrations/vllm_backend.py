@@ -13,7 +13,6 @@ Without ``additional_config["minference"]`` both pieces hand every call straight
 """
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Optional
 
@@ -40,15 +39,6 @@ def reset_stats() -> None:
             STATS[key] = 0
 
 
-@functools.lru_cache(maxsize=None)
-def _engine_settings(raw: str) -> integration.EngineSettings:
-    import json
-
-    from vllm.config import get_current_vllm_config
-
-    return integration.parse_settings(json.loads(raw), get_current_vllm_config().model_config.hf_config)
-
-
 def current_settings(vllm_config=None) -> Optional[integration.EngineSettings]:
     """The settings of the engine being built (``None``: MInference is off), validated against its model.
 
@@ -65,8 +55,7 @@ def current_settings(vllm_config=None) -> Optional[integration.EngineSettings]:
     data = extra.get(integration.ADDITIONAL_CONFIG_KEY) if isinstance(extra, dict) else None
     if data is None:
         return None
-    settings = integration.parse_settings(data, vllm_config.model_config.hf_config)
-    return settings
+    return integration.parse_settings(data, vllm_config.model_config.hf_config)
 
 
 # ----------------------------------------------------------------------------------------------------------------
