@@ -129,6 +129,9 @@ def run(settings: VllmBenchSettings, out_dir: Optional[str] = None, progress: bo
             raise ValueError(f"methods must be among {METHODS} with --engine vllm, got {method!r}")
     if settings.runs < 1:
         raise ValueError(f"runs must be >= 1, got {settings.runs}")
+    # vLLM's multiprocess executor abandons a step after 300 s; a long CPU prefill through the torch masks takes
+    # longer than that, so the benchmark allows an hour (a value the user set is kept)
+    os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
     import vllm  # noqa: F401  (fail here, with the import error, before converting anything)
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
