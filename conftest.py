@@ -25,7 +25,7 @@ try:  # GPU runs pay a Triton compile per new shape: "no-shrink" reports the fir
 except ImportError:  # the main-job install has no hypothesis
     pass
 
-MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow")
+MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow", "vllm")  # vllm: minutes of real engines
 SUITES = ("bench", "evals")
 
 

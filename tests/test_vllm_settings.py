@@ -115,3 +115,14 @@ def test_bench_e2e_takes_the_vllm_engine():
         from minference.bench.e2e_vllm import VllmBenchSettings, run
 
         run(VllmBenchSettings(methods=("dense_fa2",)))
+
+
+def test_the_integration_imports_without_vllm():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['vllm'] = None\n"  # an import of vllm now fails, as where it is not installed
+            "from minference.integrations.vllm_backend import sparse_requests\n"
+            "from minference.integrations.vllm import engine_args, rank_patterns\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

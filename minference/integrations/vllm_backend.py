@@ -236,8 +236,6 @@ def _wrap(name: str):
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
     from vllm.utils.import_utils import resolve_obj_by_qualname
 
-    if name not in integration.WRAPPED_BACKENDS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     base = resolve_obj_by_qualname(AttentionBackendEnum[name].value)  # the default path, not the override
     if base.forward_includes_kv_cache_update:
         raise TypeError(f"{name} writes the K/V cache inside forward; the sparse prefill cannot wrap it")
@@ -259,6 +257,9 @@ _WRAP_LOCK = threading.Lock()
 
 
 def __getattr__(name: str):
+    # checked before anything imports vLLM: the import system asks for names such as __path__ here too
+    if name not in integration.WRAPPED_BACKENDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     with _WRAP_LOCK:
         if name not in _WRAPPED:
             _WRAPPED[name] = _wrap(name)
