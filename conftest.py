@@ -40,7 +40,7 @@ def pytest_configure(config):
         os.environ["MINFERENCE_EVAL_MODEL"] = model
 
 
-MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow")
+MARKERS_NEEDING_TIME_OR_GPU = ("gpu", "bench", "eval", "slow", "vllm")  # vllm: minutes of real engines
 SUITES = ("bench", "evals")
 
 

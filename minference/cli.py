@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "bench": "minference.bench.cli",
     "search": "minference.search.cli",
     "config": "minference.config_show",
+    "convert": "minference.integrations.checkpoint",
 }
 
 

