@@ -783,9 +783,6 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", help="real weights: a shipped model (qwen2.5-coder-0.5b, smollm2), a .gguf file or a folder"
     )
-    parser.add_argument(
-        "--rope-scaling", type=float, help="with --model: YaRN factor stretching its context (e.g. 32 for 1M on 32K)"
-    )
     parser.add_argument("--layers", type=int, help="keep only this many decoder layers")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -819,7 +816,8 @@ def add_e2e_parser(subparsers) -> argparse.ArgumentParser:
         help="random weights only: attention decays like distance**-LOCALITY through a shared q/k bias (0: none)",
     )
     parser.add_argument("--rope-scaling", type=float, default=None,
-                        help="--engine vllm: YaRN factor (default: only where the longest prompt needs one)")
+                        help="YaRN factor stretching the model's context: with --model, e.g. 32 for 1M on a 32K "
+                        "model; with --engine vllm the default stretches only where the longest prompt needs it")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="--engine vllm: vLLM's tensor parallelism")
     parser.add_argument("--out", default="bench-results/e2e",
                         help="folder for e2e.json, e2e.md, e2e.png (e2e_vllm.json, e2e_vllm.md with --engine vllm)")
