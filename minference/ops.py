@@ -111,7 +111,6 @@ def vertical_slash_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    rows_per_program: Optional[int] = None,
     tile: Optional[int] = None,
 ):
     """Causal attention over chosen key columns and diagonals (the kernel's tiles, see :func:`vertical_slash_mask`).
@@ -126,10 +125,6 @@ def vertical_slash_attention(
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
         validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
         out: optional preallocated ``(B, Hq, N, D)`` output.
-        rows_per_program: 64, or 128 for Triton programs that serve two query blocks of the 64-token grid (each
-            key tile loaded once for both, 8 warps). The same function. ``None`` (default) is 64: 128 measured
-            slower on an H200 (docs/benchmarks.md). Shapes whose 128-row query tile would not fit in shared memory
-            (float32 at head_dim 256) run 64-row programs. Giving it without ``tile`` means the 64-token grid.
         tile: the grid diagonals are kept on, 64 or 128 tokens (:func:`vertical_slash_mask`): the 128-token grid
             keeps a superset of the 64-token one's entries. ``None`` (default):
             :func:`default_vertical_slash_tile`, which depends on the device: pass it for one mask everywhere.
@@ -143,8 +138,7 @@ def vertical_slash_attention(
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
-    _check_rows_per_program(rows_per_program)
-    tile = _resolve_tile(tile, q, backend, rows_per_program)
+    tile = _resolve_tile(tile, q, backend)
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, q.device, validate)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, q.device, validate)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
@@ -152,13 +146,7 @@ def vertical_slash_attention(
     out, lse = _outputs(q, out, return_lse)
     all_heads = list(range(heads))
     if backend == "triton":
-        from .kernels.sparse_attention import vertical_slash_pair_forward
-
-        head_map = device_tensor(range(heads), q.device)
-        if tile == TILE and _pair_programs(rows_per_program, q):
-            vertical_slash_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
-        else:
-            _vertical_slash_launch(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        _vertical_slash_launch(q, k, v, index, device_tensor(range(heads), q.device), out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
         _torch_forward(q, k, v, all_heads, rows, out, lse, seqlens, sm_scale)
@@ -228,16 +216,13 @@ def grid_by_cover(tiles_per_grid: dict) -> int:
     return 2 * TILE if tiles_per_grid[2 * TILE] <= WIDE_GRID_MAX_COVER * tiles_per_grid[TILE] else TILE
 
 
-def _resolve_tile(tile: Optional[int], q: torch.Tensor, backend: str, rows_per_program: Optional[int]) -> int:
-    """``tile`` checked, or chosen (:func:`default_vertical_slash_tile`; the 64-token grid when
-    ``rows_per_program`` is given, whose pair programs walk that grid). A 128-token grid asked of the Triton
+def _resolve_tile(tile: Optional[int], q: torch.Tensor, backend: str) -> int:
+    """``tile`` checked, or chosen (:func:`default_vertical_slash_tile`). A 128-token grid asked of the Triton
     backend must fit in shared memory with at least one K/V stage."""
     if tile is None:
-        return TILE if rows_per_program is not None else default_vertical_slash_tile(q)
+        return default_vertical_slash_tile(q)
     check_tile(tile)
     if tile == 2 * TILE:
-        if rows_per_program == TILE:
-            raise ValueError("rows_per_program=64 needs tile=64: the 128-token grid runs 128-row programs")
         if backend == "triton" and _wide_stages(q) is None:
             raise ValueError(f"tile=128 needs a 128 x 128 program in shared memory; {q.dtype} at head_dim "
                              f"{q.shape[-1]} does not fit on {q.device}: use tile=64")
@@ -264,18 +249,10 @@ def _vertical_slash_launch(q, k, v, index: VerticalSlashIndex, head_map, out, ls
     vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale, launch=launch)
 
 
-def _check_rows_per_program(rows_per_program: Optional[int]) -> None:
-    if rows_per_program is None:
-        return
-    check_positive_int("rows_per_program", rows_per_program)
-    if rows_per_program not in (64, 128):
-        raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
-
-
 def _program_fits(rows: int, keys: int, q: torch.Tensor, stages: Optional[int] = None) -> bool:
     """Whether a program of ``rows`` query rows over ``keys``-key tiles, with ``stages`` K/V stages (default: those
-    the launcher gives it), fits in the shared memory of ``q``'s device (the interpreter has no limit). One rule for every wider program:
-    GQA packs, query-block pairs, 128 x 128 tiles. It counts what sm90 allocates; older architectures allocate less
+    the launcher gives it), fits in the shared memory of ``q``'s device (the interpreter has no limit). One rule for
+    every wider program: GQA packs, 128 x 128 tiles. It counts what sm90 allocates; older architectures allocate less
     for the same program (a 64-row bf16 program at head_dim 128: 88 KiB on sm86 against 112 KiB on sm90, compiled
     with Triton 3.9), so there it errs towards the narrower program, never towards a launch that cannot start."""
     head_dim = q.shape[-1]
@@ -284,21 +261,12 @@ def _program_fits(rows: int, keys: int, q: torch.Tensor, stages: Optional[int] =
     return shared_memory_fits(tile_shared_bytes(rows, keys, head_dim, q.dtype, stages), q.device)
 
 
-def _pair_programs(rows_per_program: Optional[int], q: torch.Tensor) -> bool:
-    """Whether to launch 128-row programs: asked for, and they fit in shared memory (float32 at head_dim 256 needs
-    256 KiB, more than the 227 KiB of an H100/H200)."""
-    return rows_per_program == 128 and _program_fits(2 * TILE, TILE, q)
-
-
-def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: torch.Tensor) -> bool:
-    """Whether 128-token blocks run as whole 128 x 128 tiles on 8 warps: by default (``rows_per_program`` None) and
-    when asked for (128), in half precision at head_dim <= 128, where the query tile and three K/V stages fit in the
+def _wide_block_programs(block_size: int, q: torch.Tensor) -> bool:
+    """Whether 128-token blocks run as whole 128 x 128 tiles on 8 warps: in half precision at head_dim <= 128, where the query tile and three K/V stages fit in the
     device's shared memory (224 KiB at head_dim 128: H100/H200 yes, A100 no). Measured on an H200 (bf16, head_dim
     128, 32K and 128K, batch 1 and 4, docs/benchmarks.md): 1.25-1.32x faster than two 64-row programs per block,
     and 1.05-1.10x faster than 64-token blocks of the same coverage (top_k 100 against 50)."""
-    if rows_per_program == 64 or block_size != 2 * TILE:
-        return False
-    return _wide_tiles_fit(q)
+    return block_size == 2 * TILE and _wide_tiles_fit(q)
 
 
 def _wide_tiles_fit(q: torch.Tensor) -> bool:
@@ -328,29 +296,21 @@ def block_sparse_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    rows_per_program: Optional[int] = None,
 ):
     """Causal attention over chosen key blocks (see :func:`block_sparse_mask`).
 
     Args:
         block_idx: ``(B, Hq, ceil(N / block_size), K)`` key-block ids per query block in ``[-1, R)``; ``-1`` marks
             an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
-        block_size: tokens per block, one of 16, 32, 64, 128.
-        rows_per_program: query rows per Triton program, 64 or 128; the same function either way. ``None``
-            (default): 128 for 128-token blocks where whole 128 x 128 tiles fit (float16/bfloat16 at head_dim
-            <= 128, with the shared memory of an H100/H200; measured 1.25-1.32x faster on an H200), 64 elsewhere.
-            With ``block_size`` 64, 128 rows serve two query blocks through the union of their lists (measured
-            0.60-0.95x of 64 rows on an H200, so only on request; float32 at head_dim 256 keeps 64 rows, for shared
-            memory). With ``block_size`` 128 and 64 rows, two programs each load every listed block as two 64-key
-            tiles.
+        block_size: tokens per block, one of 16, 32, 64, 128. 128-token blocks run one 128-row Triton program
+            per query block where whole 128 x 128 tiles fit (float16/bfloat16 at head_dim <= 128, with the shared
+            memory of an H100/H200; measured 1.25-1.32x faster on an H200), elsewhere two 64-row programs that each
+            load every listed block as two 64-key tiles. The same function either way.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
     backend = _resolve_backend(backend, q)
     _check_block_size(block_size)
-    _check_rows_per_program(rows_per_program)
-    if rows_per_program == 128 and block_size not in (64, 128):
-        raise ValueError(f"rows_per_program=128 needs block_size 64 or 128, got block_size {block_size}")
     batch, heads, n, _ = q.shape
     blocks = -(-n // block_size)
     check_index("block_idx", block_idx.flatten(2, 3) if block_idx.dim() == 4 else block_idx,
@@ -361,14 +321,10 @@ def block_sparse_attention(
     index = build_block_sparse_index(block_idx)
     out, lse = _outputs(q, out, return_lse)
     if backend == "triton":
-        from .kernels.sparse_attention import block_sparse_forward, block_sparse_pair_forward
+        from .kernels.sparse_attention import block_sparse_forward
 
-        head_map = device_tensor(range(heads), q.device)
-        if block_size == 64 and _pair_programs(rows_per_program, q):
-            block_sparse_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
-        else:
-            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale,
-                                 wide=_wide_block_programs(rows_per_program, block_size, q))
+        block_sparse_forward(q, k, v, index, block_size, device_tensor(range(heads), q.device), out, lse, seqlens,
+                             sm_scale, wide=_wide_block_programs(block_size, q))
     else:
         rows = lambda start, end: block_sparse_index_mask_rows(index, n, block_size, start, end)  # noqa: E731
         _torch_forward(q, k, v, range(heads), rows, out, lse, seqlens, sm_scale)
@@ -642,7 +598,7 @@ def sparse_attention(
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
     _check_dense_above(dense_above)
     _check_dense_below(dense_below)
-    tile = _resolve_tile(vertical_slash_tile, q, backend, None)
+    tile = _resolve_tile(vertical_slash_tile, q, backend)
 
     sdpa_can_stand_in = seqlens is None and not return_lse
     if sdpa_can_stand_in and dense_below is not None and n < dense_below:
@@ -699,7 +655,7 @@ def sparse_attention(
 
             head_map = device_tensor(group, q.device)
             block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale,
-                                 wide=_wide_block_programs(None, block_size, q))
+                                 wide=_wide_block_programs(block_size, q))
         else:
             rows = lambda start, end, index=index, bs=block_size: block_sparse_index_mask_rows(  # noqa: E731
                 index, n, bs, start, end

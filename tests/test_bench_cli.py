@@ -48,22 +48,17 @@ def test_overrides_build_the_sweep(bench_cli):
             "--no-flex",
             "--a-shape-pack",
             "1,2",
-            "--rows-per-program",
-            "64,128",
         ]
     )
     sweep = bench_cli.build_sweep(args)
     assert [(s.n, s.batch) for s in sweep.shapes] == [(1024, 1), (2048, 1), (1024, 4), (2048, 4)]
     assert [p.name for p in sweep.patterns] == ["a_shape"]
     assert sweep.dense_max_n is None and sweep.flex is False and sweep.a_shape_packs == (1, 2)
-    assert sweep.rows_per_program == (64, 128)
     assert sweep.flex_max_n == 128 * 1024, "options not given keep the sweep's values"
     full = bench_cli.build_sweep(parser.parse_args(["--sweep", "full"]))
-    assert full.a_shape_packs == (None,) and full.rows_per_program == (None,), "the library's choices by default"
+    assert full.a_shape_packs == (None,), "the library's choice by default"
     with pytest.raises(ValueError, match="a_shape_packs must list sizes among"):
         bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--a-shape-pack", "3"]))
-    with pytest.raises(ValueError, match="rows_per_program must list 64 and/or 128"):
-        bench_cli.build_sweep(parser.parse_args(["--sweep", "full", "--rows-per-program", "256"]))
 
 
 def test_block_sparse_budgets_replace_the_sweeps_in_place(bench_cli):
@@ -110,8 +105,6 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
             "0.001",
             "--a-shape-pack",
             "1,2",
-            "--rows-per-program",
-            "64,128",
         ]
     )
     assert code == 0
@@ -120,14 +113,10 @@ def test_bench_kernels_smoke_on_cpu(bench_cli, tmp_path, capsys):
     rows = document["rows"]
     assert {(r["method"], r["pattern"], r["index_set"]) for r in rows} == {
         ("sdpa", "dense", "–"),
-        ("minference", "vertical_slash", "local_heavy, rows=64"),
-        ("minference", "vertical_slash", "measured, rows=64"),
-        ("minference", "vertical_slash", "local_heavy, rows=128"),
-        ("minference", "vertical_slash", "measured, rows=128"),
-        ("minference", "block_sparse", "local_heavy, rows=64"),
-        ("minference", "block_sparse", "measured, rows=64"),
-        ("minference", "block_sparse", "local_heavy, rows=128"),
-        ("minference", "block_sparse", "measured, rows=128"),
+        ("minference", "vertical_slash", "local_heavy"),
+        ("minference", "vertical_slash", "measured"),
+        ("minference", "block_sparse", "local_heavy"),
+        ("minference", "block_sparse", "measured"),
         ("minference", "a_shape", "static, gqa_pack=1"),
         ("minference", "a_shape", "static, gqa_pack=2"),
     }

@@ -64,19 +64,6 @@ def test_bad_block_indices_and_block_sizes_are_refused():
         ops.block_sparse_attention(q, k, v, torch.zeros(1, 2, 2, 1))
 
 
-def test_bad_rows_per_program_is_refused():
-    q, k, v = qkv(n=100)
-    index = torch.zeros(1, 2, 1, dtype=torch.long)
-    with pytest.raises(ValueError, match="rows_per_program must be 64 or 128, got 96"):
-        ops.vertical_slash_attention(q, k, v, index, index, rows_per_program=96)
-    with pytest.raises(TypeError, match="rows_per_program must be an int"):
-        ops.vertical_slash_attention(q, k, v, index, index, rows_per_program=128.0)
-    with pytest.raises(ValueError, match="rows_per_program must be 64 or 128, got 256"):
-        ops.block_sparse_attention(q, k, v, torch.zeros(1, 2, 2, 1, dtype=torch.long), rows_per_program=256)
-    with pytest.raises(ValueError, match="rows_per_program=128 needs block_size 64 or 128, got block_size 32"):
-        ops.block_sparse_attention(q, k, v, torch.zeros(1, 2, 4, 1, dtype=torch.long), 32, rows_per_program=128)
-
-
 def test_bad_vertical_slash_grids_are_refused():
     q, k, v = qkv(n=100)
     index = torch.zeros(1, 2, 1, dtype=torch.long)
@@ -88,14 +75,6 @@ def test_bad_vertical_slash_grids_are_refused():
         ops.vertical_slash_mask(100, index, index, tile=32)
     with pytest.raises(ValueError, match=r"tile must be one of \(64, 128\), got 256"):
         mi.sparse_attention(q, k, v, mi.VerticalSlash(4, 4), vertical_slash_tile=256)
-    with pytest.raises(ValueError, match="rows_per_program=64 needs tile=64"):
-        ops.vertical_slash_attention(q, k, v, index, index, tile=128, rows_per_program=64)
-    from minference.index import build_vertical_slash_index
-    from minference.kernels.sparse_attention import vertical_slash_pair_forward
-
-    wide = build_vertical_slash_index(100, index, index, 128)
-    with pytest.raises(ValueError, match="pair programs walk indexes on the 64-token grid"):
-        vertical_slash_pair_forward(q, k, v, wide, torch.arange(2, dtype=torch.int32), torch.empty_like(q))
 
 
 @pytest.mark.parametrize(

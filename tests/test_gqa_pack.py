@@ -95,29 +95,8 @@ def test_packs_run_unpacked_where_the_device_cannot_hold_their_program(monkeypat
 
 
 def test_off_the_gpu_every_program_fits():
-    """The interpreter has no shared memory to run out of: packs and pairs run as asked there."""
+    """The interpreter has no shared memory to run out of: packs run as asked there."""
     assert ops._program_fits(256, 64, torch.zeros(1, 1, 1, 256))
-
-
-@pytest.mark.parametrize("head_dim, paired", [(128, True), (256, False)])
-def test_128_row_programs_fall_back_to_64_rows_where_their_query_tile_would_not_fit(monkeypatch, head_dim, paired):
-    """float32 at head_dim 256 needs 256 KiB of shared memory in a 128-row program (an sm90 SM holds 227 KiB), so
-    ``rows_per_program=128`` runs the 64-row kernels there instead of failing to launch."""
-    from minference.kernels import sparse_attention as kernels
-
-    on_device_with(monkeypatch, H200_SHARED)
-    launched = []
-    for name in ("vertical_slash_forward", "vertical_slash_pair_forward", "block_sparse_forward",
-                 "block_sparse_pair_forward"):
-        monkeypatch.setattr(kernels, name, lambda *args, name=name, **kw: launched.append(name))
-    q = torch.randn(1, 2, 128, head_dim)
-    ops.vertical_slash_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, 1, dtype=torch.long),
-                                 torch.zeros(1, 2, 1, dtype=torch.long), backend="triton", rows_per_program=128)
-    ops.block_sparse_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, 2, 1, dtype=torch.long), 64,
-                               backend="triton", rows_per_program=128)
-    expected = ["vertical_slash_pair_forward", "block_sparse_pair_forward"] if paired else \
-        ["vertical_slash_forward", "block_sparse_forward"]
-    assert launched == expected
 
 
 @pytest.mark.parametrize("head_dim, dtype, pack", [(64, torch.float16, 1), (96, torch.float16, 2),
@@ -145,7 +124,7 @@ def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch
     (torch.float16, 64, 128, ("block_sparse_forward", True)),
     (torch.float32, 128, 128, ("block_sparse_forward", False)),  # float32 tiles: not measured, may not fit
     (torch.float16, 256, 128, ("block_sparse_forward", False)),  # 128 x 256 K/V tiles overflow shared memory
-    (torch.float16, 128, 64, ("block_sparse_pair_forward", None)),
+    (torch.float16, 128, 64, ("block_sparse_forward", False)),
 ])
 def test_wide_block_sparse_programs_only_where_their_tiles_fit(monkeypatch, dtype, head_dim, block_size, expected):
     from minference.kernels import sparse_attention as kernels
@@ -153,20 +132,18 @@ def test_wide_block_sparse_programs_only_where_their_tiles_fit(monkeypatch, dtyp
     launched = []
     monkeypatch.setattr(kernels, "block_sparse_forward",
                         lambda *args, wide=False, **kw: launched.append(("block_sparse_forward", wide)))
-    monkeypatch.setattr(kernels, "block_sparse_pair_forward",
-                        lambda *args, **kw: launched.append(("block_sparse_pair_forward", None)))
     q = torch.randn(1, 2, 256, head_dim).to(dtype)
     blocks = 256 // block_size
     ops.block_sparse_attention(q, q[:, :1], q[:, :1], torch.zeros(1, 2, blocks, 1, dtype=torch.long), block_size,
-                               backend="triton", rows_per_program=128)
+                               backend="triton")
     assert launched == [expected]
 
 
 @pytest.mark.parametrize("shared_bytes, wide", [(232448, True), (167936, False)])  # H100/H200, A100 opt-in limits
 def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(monkeypatch, shared_bytes, wide):
-    """By default (``rows_per_program=None``), in ``block_sparse_attention`` and in ``sparse_attention``'s
-    block-sparse heads, 128-token blocks run as 128 x 128 tiles when the device's shared memory holds the query tile
-    and three K/V stages (224 KiB at head_dim 128); ``rows_per_program=64`` and 64-token blocks keep 64 rows."""
+    """In ``block_sparse_attention`` and in ``sparse_attention``'s block-sparse heads, 128-token blocks run as
+    128 x 128 tiles when the device's shared memory holds the query tile and three K/V stages (224 KiB at head_dim
+    128); 64-token blocks keep 64 rows."""
     from minference.kernels import _utils
     from minference.kernels import sparse_attention as kernels
 
@@ -185,11 +162,9 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
     q = torch.randn(1, 2, 256, 128).to(torch.float16)
     kv = q[:, :1]
     ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 2, 1, dtype=torch.long), 128, backend="triton")
-    ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 2, 1, dtype=torch.long), 128, backend="triton",
-                               rows_per_program=64)
     ops.block_sparse_attention(q, kv, kv, torch.zeros(1, 2, 4, 1, dtype=torch.long), 64, backend="triton")
     ops.sparse_attention(q, kv, kv, [mi.BlockSparse(top_k=1, block_size=128)] * 2, backend="triton")
-    assert launched == [(128, wide), (128, False), (64, False), (128, wide)]
+    assert launched == [(128, wide), (64, False), (128, wide)]
 
 
 @pytest.mark.parametrize("shared_bytes, dtype, head_dim, chosen, stages", [
@@ -219,7 +194,7 @@ def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypat
         return
     ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", tile=128)
     ops.sparse_attention(q, q[:, :1], q[:, :1], mi.VerticalSlash(1, 1), backend="triton", vertical_slash_tile=128)
-    ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", rows_per_program=64)
+    ops.vertical_slash_attention(q, q[:, :1], q[:, :1], index, index, backend="triton", tile=64)
     launcher = 3 if dtype == torch.float16 and head_dim <= 128 else 1
     assert launches == [(128, None if stages == launcher else {"num_stages": stages})] * 2 + [(64, None)]
 

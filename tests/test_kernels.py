@@ -64,8 +64,7 @@ def test_vertical_slash_kernel_equals_masked_reference(shape, nv, ns, tile):
     assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"vertical-slash tile {tile} {shape}")
 
 
-@pytest.mark.parametrize("switches", [{}, dict(FLAGS_AHEAD=False),
-                                      dict(OFFSETS_AHEAD=False, COLUMNS_AHEAD=False, MASKED_COLUMNS=True)])
+@pytest.mark.parametrize("switches", [{}, dict(LOADS_AHEAD=False)])
 def test_vertical_slash_128_token_grid_over_several_column_chunks(switches):
     """128-row programs gather columns 128 at a time: several chunks, a partial last one, columns inside walked
     blocks skipped, padded rows, in each loop order, against the masked reference."""
@@ -87,43 +86,9 @@ def test_vertical_slash_128_token_grid_over_several_column_chunks(switches):
     assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE), what=f"tile 128 {switches}")
 
 
-@cases
-@given(shapes(), st.integers(0, 40), st.integers(0, 40), st.data())
-def test_vertical_slash_pair_programs_equal_masked_reference(shape, nv, ns, data):
-    """128-row programs (two query blocks, one union walk with half-row masks) compute the same masked attention,
-    padded rows and lse included."""
-    q, k, v = make_inputs(shape)
-    n, gen = shape["n"], index_generator(shape)
-    vertical = torch.randint(0, n, (shape["batch"], shape["hq"], nv), generator=gen).to(DEVICE)
-    slash = torch.randint(0, n, (shape["batch"], shape["hq"], ns), generator=gen).to(DEVICE)
-    seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
-    out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, seqlens=seqlens, backend="triton",
-                                            return_lse=True, out=poisoned_like(q), rows_per_program=128)
-    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens)
-    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
-                             what=f"vertical-slash pairs {seqlens.tolist()} {shape}")
-
-
-@pytest.mark.parametrize("n,slashes,seed", [(300, 1, 0), (300, 2, 1), (520, 1, 2), (520, 3, 3), (455, 2, 4)])
-def test_vertical_slash_pair_programs_on_sparse_diagonals(n, slashes, seed):
-    """Few diagonals over many blocks: most union entries then serve one half only, so the half-row masks decide."""
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = random_qkv(2, 4, 2, n, 64, torch.float32, seed=seed, layout="bhnd")
-    vertical = torch.randint(0, n, (2, 4, 3), generator=gen).to(DEVICE)
-    slash = torch.randint(65, n, (2, 4, slashes), generator=gen).to(DEVICE)
-    seqlens = torch.tensor([n, n - 70])
-    out, lse = ops.vertical_slash_attention(q, k, v, vertical, slash, seqlens=seqlens, backend="triton",
-                                            return_lse=True, out=poisoned_like(q), rows_per_program=128)
-    mask = ops.vertical_slash_mask(n, vertical, slash, seqlens=seqlens)
-    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE), what=f"pairs n={n} {slash}")
-
-
-@pytest.mark.parametrize("switches", [dict(OFFSETS_AHEAD=False), dict(COLUMNS_AHEAD=False),
-                                      dict(MASKED_COLUMNS=True), dict(FLAGS_AHEAD=False),
-                                      dict(OFFSETS_AHEAD=False, COLUMNS_AHEAD=False, MASKED_COLUMNS=True)])
-def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit(switches):
-    """The kernel's loop-order switches (timed by tools/vs_loop_variants.py) change when indices load, not what is
-    computed: every order writes the default's output and lse exactly, padded rows and partial column chunks
+def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit():
+    """The kernel's two loop orders (:func:`loop_order` picks one by length) change when indices load, not what is
+    computed: the inline order writes the default's output and lse exactly, padded rows and partial column chunks
     included."""
     from minference.index import build_vertical_slash_index
     from minference.kernels.sparse_attention import vertical_slash_forward
@@ -139,7 +104,7 @@ def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit(switches):
     seqlens = torch.tensor([n, n - 70], dtype=torch.int32, device=DEVICE)
     assert int(index.column_count.max()) > 2 * 64
     results = []
-    for launch in ({}, switches):
+    for launch in ({}, dict(LOADS_AHEAD=False)):
         out, lse = poisoned_like(q), torch.full(q.shape[:3], float("nan"), device=DEVICE)
         vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
         results.append((out, lse))
@@ -160,52 +125,22 @@ def test_block_sparse_kernel_equals_masked_reference(shape, block_size, slots):
     assert_matches_reference(out, q, k, v, mask, lse=lse, what=f"block-sparse {block_size} {shape}")
 
 
-def check_128_row_block_sparse(shape, slots, data, block_size):
-    """``rows_per_program=128`` with random lists and padded rows equals the masked reference, lse included."""
+@cases
+@given(shapes(dtypes=[d for d in KERNEL_DTYPES if d != torch.float32]), st.integers(1, 3), st.data())
+def test_block_sparse_wide_programs_equal_masked_reference(shape, slots, data):
+    """128-token blocks: one program per query block over whole 128 x 128 tiles (half precision, head_dim <= 128;
+    wider heads fall back to 64 rows), random lists and padded rows, lse included."""
+    block_size = 128
     q, k, v = make_inputs(shape)
     n, gen = shape["n"], index_generator(shape)
     blocks = -(-n // block_size)
     block_idx = torch.randint(-1, blocks, (shape["batch"], shape["hq"], blocks, slots), generator=gen).to(DEVICE)
     seqlens = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=shape["batch"], max_size=shape["batch"])))
     out, lse = ops.block_sparse_attention(q, k, v, block_idx, block_size, seqlens=seqlens, backend="triton",
-                                          return_lse=True, out=poisoned_like(q), rows_per_program=128)
+                                          return_lse=True, out=poisoned_like(q))
     mask = ops.block_sparse_mask(n, block_idx, block_size, seqlens=seqlens)
     assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE),
                              what=f"block-sparse {block_size}-token blocks, 128 rows {seqlens.tolist()} {shape}")
-
-
-@cases
-@given(shapes(), st.integers(1, 6), st.data())
-def test_block_sparse_pair_programs_equal_masked_reference(shape, slots, data):
-    """64-token blocks: two query blocks per program, one union of their lists with half-row masks."""
-    check_128_row_block_sparse(shape, slots, data, 64)
-
-
-@cases
-@given(shapes(dtypes=[d for d in KERNEL_DTYPES if d != torch.float32]), st.integers(1, 3), st.data())
-def test_block_sparse_wide_programs_equal_masked_reference(shape, slots, data):
-    """128-token blocks: one program per query block over whole 128 x 128 tiles (half precision, head_dim <= 128;
-    wider heads fall back to 64 rows)."""
-    check_128_row_block_sparse(shape, slots, data, 128)
-
-
-@pytest.mark.parametrize("n,seed", [(300, 0), (520, 1), (455, 2), (640, 3)])
-def test_block_sparse_pair_programs_on_disjoint_lists(n, seed):
-    """Neighbouring query blocks that list different blocks: most union entries serve one half only."""
-    q, k, v = random_qkv(2, 4, 2, n, 64, torch.float32, seed=seed, layout="bhnd")
-    blocks = -(-n // 64)
-    gen = torch.Generator().manual_seed(seed)
-    block_idx = torch.randint(-1, blocks, (2, 4, blocks, 2), generator=gen)
-    # odd query blocks list odd key blocks and even ones even key blocks, so a pair's lists never share a block
-    odd = (block_idx[:, :, 1::2] // 2 * 2 + 1).clamp_max(blocks - 1 - (blocks % 2 == 1))
-    block_idx[:, :, 1::2] = torch.where(block_idx[:, :, 1::2] >= 0, odd, -1)
-    block_idx[:, :, 0::2] = torch.where(block_idx[:, :, 0::2] >= 0, block_idx[:, :, 0::2] // 2 * 2, -1)
-    block_idx = block_idx.to(DEVICE)
-    seqlens = torch.tensor([n, n - 70])
-    out, lse = ops.block_sparse_attention(q, k, v, block_idx, 64, seqlens=seqlens, backend="triton", return_lse=True,
-                                          out=poisoned_like(q), rows_per_program=128)
-    mask = ops.block_sparse_mask(n, block_idx, 64, seqlens=seqlens)
-    assert_matches_reference(out, q, k, v, mask, lse=lse, seqlens=seqlens.to(DEVICE), what=f"disjoint n={n}")
 
 
 @cases

@@ -68,8 +68,8 @@ def test_dense_heads_stay_in_the_window_kernel_off_the_gpu():
 
 def test_vertical_slash_loop_order_switches_at_long_contexts():
     short, long = kernels.loop_order(kernels.LONG_CONTEXT - 1), kernels.loop_order(kernels.LONG_CONTEXT)
-    assert short == dict(OFFSETS_AHEAD=True, COLUMNS_AHEAD=True, MASKED_COLUMNS=False)
-    assert long == dict(OFFSETS_AHEAD=False, COLUMNS_AHEAD=False, MASKED_COLUMNS=True)
+    assert short == dict(LOADS_AHEAD=True)
+    assert long == dict(LOADS_AHEAD=False)
     parameters = inspect.signature(kernels._vertical_slash_kernel.fn).parameters
     defaults = {name: parameters[name].default for name in short}
     assert defaults == short, "the kernel's own defaults are the short-context order"
@@ -78,7 +78,7 @@ def test_vertical_slash_loop_order_switches_at_long_contexts():
 @pytest.mark.parametrize("n_ctx, launch, expected", [
     (64, None, kernels.loop_order(64)),
     (kernels.LONG_CONTEXT, None, kernels.loop_order(kernels.LONG_CONTEXT)),
-    (64, {"OFFSETS_AHEAD": False}, {**kernels.loop_order(64), "OFFSETS_AHEAD": False}),
+    (64, {"LOADS_AHEAD": False}, {"LOADS_AHEAD": False}),
 ])
 def test_vertical_slash_forward_launches_the_order_for_its_length(monkeypatch, n_ctx, launch, expected):
     launched = {}

@@ -38,16 +38,14 @@ def test_every_kernel_pipelines_its_key_tiles_three_deep_on_hopper(sm90_depths):
     assert sm90_depths["vertical_slash"] and set(sm90_depths["vertical_slash"]) == {3}
     assert sm90_depths["block_sparse"] and set(sm90_depths["block_sparse"]) == {3}
     assert sm90_depths["a_shape_pack2"] and set(sm90_depths["a_shape_pack2"]) == {3}  # GQA-packed, 8 warps
-    assert sm90_depths["vertical_slash_pair"] and set(sm90_depths["vertical_slash_pair"]) == {3}  # 128 rows
-    assert sm90_depths["block_sparse_pair"] and set(sm90_depths["block_sparse_pair"]) == {3}
     assert sm90_depths["block_sparse_wide"] and set(sm90_depths["block_sparse_wide"]) == {3}  # 128 x 128 tiles
     assert sm90_depths["vertical_slash_wide"] and set(sm90_depths["vertical_slash_wide"]) == {3}  # 128-token grid
 
 
 # K and V of every walk: a loop the pipeliner gives up on keeps single-buffered tiles, which tile_buffer_depths
 # does not list, so the counts catch it (the vertical-slash column loop did, once its ids loaded two chunks ahead)
-PIPELINED_TILES = {"vertical_slash": 4, "vertical_slash_wide": 4, "block_sparse": 2, "block_sparse_wide": 2,
-                   "vertical_slash_pair": 6, "block_sparse_pair": 4, "a_shape": 10, "a_shape_pack2": 10}
+PIPELINED_TILES = {"vertical_slash": 4, "vertical_slash_wide": 4, "block_sparse": 2, "block_sparse_wide": 2, "a_shape": 10,
+                   "a_shape_pack2": 10}
 
 
 @pytest.mark.parametrize("kernel", sorted(PIPELINED_TILES))
@@ -58,8 +56,8 @@ def test_no_walk_loses_its_pipeline(sm90_depths, sm90_tma_depths, kernel):
 
 # loops that mask their tiles (the diagonal, the A-shape edges) zero V past the sequence after a TMA load, which
 # leaves that loop's V two buffers; these are the few masked tiles of a row, not its walk
-MASKED_LOOPS = {"vertical_slash": 0, "vertical_slash_wide": 0, "block_sparse": 0, "block_sparse_wide": 0,
-                "vertical_slash_pair": 1, "block_sparse_pair": 1, "a_shape": 3, "a_shape_pack2": 3}
+MASKED_LOOPS = {"vertical_slash": 0, "vertical_slash_wide": 0, "block_sparse": 0, "block_sparse_wide": 0, "a_shape": 3,
+                "a_shape_pack2": 3}
 
 
 @pytest.mark.parametrize("kernel", sorted(MASKED_LOOPS))

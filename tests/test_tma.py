@@ -82,8 +82,8 @@ def test_asking_for_tma_on_tensors_it_cannot_address_names_the_launch_option():
 # --- every kernel, descriptors against pointers -------------------------------------------------------------------
 
 N, SEQLENS = 300, [300, 203]
-KINDS = ["vertical_slash", "vertical_slash_wide", "vertical_slash_pair", "block_sparse16", "block_sparse64",
-         "block_sparse128", "block_sparse_pair", "block_sparse_wide", "a_shape", "a_shape_packed"]
+KINDS = ["vertical_slash", "vertical_slash_wide", "block_sparse16", "block_sparse64", "block_sparse128",
+         "block_sparse_wide", "a_shape", "a_shape_packed"]
 
 
 def run_kind(kind, q, k, v, seqlens, tma):
@@ -98,19 +98,15 @@ def run_kind(kind, q, k, v, seqlens, tma):
         slash = torch.randint(0, N, (batch, hq, 5), generator=gen)
         tile = 128 if kind.endswith("wide") else 64
         index = build_vertical_slash_index(N, vertical.to(DEVICE), slash.to(DEVICE), tile)
-        forward = sa.vertical_slash_pair_forward if kind.endswith("pair") else sa.vertical_slash_forward
-        forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
+        sa.vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
         return out, lse, ops.vertical_slash_mask(N, vertical, slash, seqlens=seqlens.cpu(), tile=tile)
     if kind.startswith("block_sparse"):
         block_size = {"block_sparse16": 16, "block_sparse128": 128, "block_sparse_wide": 128}.get(kind, 64)
         blocks = -(-N // block_size)
         block_idx = torch.randint(-1, blocks, (batch, hq, blocks, 3), generator=gen)
         index = build_block_sparse_index(block_idx.to(DEVICE))
-        if kind == "block_sparse_pair":
-            sa.block_sparse_pair_forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
-        else:
-            sa.block_sparse_forward(q, k, v, index, block_size, heads, out, lse, seqlens, launch=launch,
-                                    wide=kind == "block_sparse_wide")
+        sa.block_sparse_forward(q, k, v, index, block_size, heads, out, lse, seqlens, launch=launch,
+                                wide=kind == "block_sparse_wide")
         return out, lse, ops.block_sparse_mask(N, block_idx, block_size, seqlens=seqlens.cpu())
     # A-shape: heads 0, 1 share a K/V head and a budget (one pack of two when packed)
     budgets = [(3, 70), (3, 70), (64, 17), (0, 1)][:hq]

@@ -94,11 +94,6 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
         help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default: the library's choice for the head dim; 1 = unpacked)",
     )
     parser.add_argument(
-        "--rows-per-program",
-        type=_arg_type(_sizes),
-        help="rows per vertical-slash / block-sparse program, e.g. 64,128 (default: the library's choice)",
-    )
-    parser.add_argument(
         "--block-sparse",
         type=_arg_type(_block_sparse_budgets),
         help="block-sparse budgets as top_k:block_size, e.g. 100:64,50:128 (default: the sweep's, 100:64)",
@@ -158,8 +153,6 @@ def build_sweep(args):
         changes["flex"] = False
     if args.a_shape_pack:
         changes["a_shape_packs"] = tuple(args.a_shape_pack)
-    if args.rows_per_program:
-        changes["rows_per_program"] = tuple(args.rows_per_program)
     for name in ("dense", "flex", "random"):
         if hasattr(args, f"{name}_max_n"):
             changes[f"{name}_max_n"] = getattr(args, f"{name}_max_n")

@@ -30,15 +30,12 @@ _POINTERS = {
     "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
     "BlockOffsets": "*i32", "BlockCount": "*i32", "BlockPresent": "*i8", "Columns": "*i32", "ColumnCount": "*i32",
     "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
-    "UnionOffsets": "*i32", "UnionBits": "*i8", "UnionCount": "*i32", "UnionBlocks": "*i32",
 }
 # kernel name, its block constants, and the query rows of one program (what the launcher sizes warps by)
 _KERNELS = {
     "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
     "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
     "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
-    "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
-    "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
     "vertical_slash_wide": ("_vertical_slash_kernel", {"BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE}, 2 * TILE),
     "block_sparse_wide": ("_block_sparse_kernel", {"BLOCK_SIZE": 2 * TILE, "BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE},
                           2 * TILE),

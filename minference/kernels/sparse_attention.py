@@ -36,11 +36,11 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
             PRECISION: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
-            KEY_MASK: tl.constexpr = False, ROW_MASK: tl.constexpr = False, TILE_MASK: tl.constexpr = False):
+            KEY_MASK: tl.constexpr = False):
     """One key tile of the online softmax. ``MASKED`` tiles apply ``key_ok [BN]`` to the loads and ``valid [BM, BN]``
     to the scores; tiles strictly below the diagonal and inside the sequence skip both (most of the work).
     Tiles whose every address is valid load unmasked and may still drop scores: ``KEY_MASK`` keeps the keys in
-    ``key_ok [BN]``, ``ROW_MASK`` the rows in ``valid [BM]``, ``TILE_MASK`` the pairs in ``valid [BM, BN]``.
+    ``key_ok [BN]``.
 
     ``kv`` is what :func:`_program_start` returns. Keys ``o_key`` load through pointers; with ``TMA`` the tile is the
     contiguous keys from ``start_n`` and loads as one bulk copy through the K/V tensor descriptors (Hopper's TMA),
@@ -68,10 +68,6 @@ def _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_
         b_s = tl.where(valid, b_s, float("-inf"))
     elif KEY_MASK:
         b_s = tl.where(key_ok[None, :], b_s, float("-inf"))
-    elif ROW_MASK:
-        b_s = tl.where(valid[:, None], b_s, float("-inf"))
-    elif TILE_MASK:
-        b_s = tl.where(valid, b_s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(b_s, 1))
     # a row with nothing valid yet keeps m = -inf; shift by 0 so exp2 gives 0 instead of NaN
     m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -172,11 +168,10 @@ def _vertical_slash_kernel(
     n_heads, n_sel, n_ctx, n_blocks, n_columns, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
-    OFFSETS_AHEAD: tl.constexpr = True, COLUMNS_AHEAD: tl.constexpr = True, MASKED_COLUMNS: tl.constexpr = False,
-    FLAGS_AHEAD: tl.constexpr = True,
+    LOADS_AHEAD: tl.constexpr = True,
 ):
-    """The switches' defaults are the loop order measured fastest below 256K tokens; :func:`loop_order` picks the
-    order for a launch. Every order computes the same function (``tools/vs_loop_variants.py``, docs/benchmarks.md)."""
+    """``LOADS_AHEAD`` (the default) is the loop order measured fastest below 256K tokens, inline loads the one
+    measured fastest from there on; :func:`loop_order` picks it for a launch. Both compute the same function."""
     i_m = tl.program_id(0)
     i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
         Q, K, V, DescK, DescV, HeadMap, Seqlens, i_m, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
@@ -193,10 +188,10 @@ def _vertical_slash_kernel(
     # Each offset is loaded one iteration ahead: a K/V address that depends on a load in the same iteration costs
     # the software pipeliner a stage, leaving two buffers and a full drain per tile instead of three and overlap.
     p_offsets = BlockOffsets + head_row * n_blocks
-    if OFFSETS_AHEAD:
+    if LOADS_AHEAD:
         next_offset = tl.load(p_offsets + tl.minimum(1, n_blocks - 1))
     for t in range(1, n_walk):
-        if OFFSETS_AHEAD:
+        if LOADS_AHEAD:
             offset = next_offset
             next_offset = tl.load(p_offsets + tl.minimum(t + 1, n_blocks - 1))
         else:
@@ -214,138 +209,40 @@ def _vertical_slash_kernel(
                                 PRECISION, True, EVEN_D, TMA)
 
     # gathered columns all lie left of this query block, so no causal test; skip those in walked blocks.
-    # Columns and their walked flags are loaded one chunk ahead, for the same reason as the offsets above. With
-    # FLAGS_AHEAD each chunk's columns are also loaded once more, an iteration earlier (``later_key``), so that
+    # Columns and their walked flags are loaded one chunk ahead, for the same reason as the offsets above. Each
+    # chunk's columns are also loaded once more, an iteration earlier (``later_key``), so that
     # gathering its walked flags never waits on a load issued in the same iteration; the K/V addresses keep their
     # one-iteration distance, which the software pipeliner handles (a two-iteration chain makes it give up).
     # On an H200 that made the kernel 3 % faster at 128K on both index sets (docs/benchmarks.md).
     n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + i_m), 0)
     p_columns = Columns + head_row * n_columns
     p_present = BlockPresent + head_row * n_blocks + i_m
-    if COLUMNS_AHEAD:
+    if LOADS_AHEAD:
         next_key = tl.load(p_columns + o_n, mask=o_n < n_cols, other=0)
         next_ok = (o_n < n_cols) & (tl.load(p_present - next_key // BLOCK_N, mask=o_n < n_cols, other=1) == 0)
-        if FLAGS_AHEAD:
-            later_key = tl.load(p_columns + BLOCK_N + o_n, mask=BLOCK_N + o_n < n_cols, other=0)
+        later_key = tl.load(p_columns + BLOCK_N + o_n, mask=BLOCK_N + o_n < n_cols, other=0)
     for c in range(0, n_cols, BLOCK_N):
-        if COLUMNS_AHEAD:
+        if LOADS_AHEAD:
             o_key = next_key
             key_ok = next_ok
             m_next = c + BLOCK_N + o_n < n_cols
             next_key = tl.load(p_columns + c + BLOCK_N + o_n, mask=m_next, other=0)
-            if FLAGS_AHEAD:
-                next_ok = m_next & (tl.load(p_present - later_key // BLOCK_N, mask=m_next, other=1) == 0)
-                later_key = tl.load(p_columns + c + 2 * BLOCK_N + o_n, mask=c + 2 * BLOCK_N + o_n < n_cols, other=0)
-            else:
-                next_ok = m_next & (tl.load(p_present - next_key // BLOCK_N, mask=m_next, other=1) == 0)
+            next_ok = m_next & (tl.load(p_present - later_key // BLOCK_N, mask=m_next, other=1) == 0)
+            later_key = tl.load(p_columns + c + 2 * BLOCK_N + o_n, mask=c + 2 * BLOCK_N + o_n < n_cols, other=0)
         else:
             o_c = c + o_n
             m_c = o_c < n_cols
             o_key = tl.load(p_columns + o_c, mask=m_c, other=0)
             walked = tl.load(p_present - o_key // BLOCK_N, mask=m_c, other=1)
             key_ok = m_c & (walked == 0)
-        if MASKED_COLUMNS:
-            valid = key_ok[None, :] & (o_m[:, None] >= 0)
-            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, key_ok, valid, o_d, m_d, qk_scale,
-                                    PRECISION, True, EVEN_D)
-        else:
+        if LOADS_AHEAD:
             # lanes past the list read key 0 and walked columns their own row: every address is inside the sequence
             acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, key_ok, key_ok, o_d, m_d, qk_scale,
                                     PRECISION, False, EVEN_D, KEY_MASK=True)
-    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
-           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
-
-
-@triton.jit
-def _pair_state(BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Empty online-softmax state for a program over two query blocks, and which of its rows are the upper block."""
-    acc = tl.zeros([2 * BLOCK_N, BLOCK_D], dtype=tl.float32)
-    m_i = tl.full([2 * BLOCK_N], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([2 * BLOCK_N], dtype=tl.float32)
-    return acc, m_i, l_i, tl.arange(0, 2 * BLOCK_N) >= BLOCK_N
-
-
-@triton.jit
-def _half_rows(upper, bits):
-    """Rows that use a union entry: the upper block's if bit 1 is set, the lower block's if bit 2 is."""
-    return tl.where(upper, (bits & 1) != 0, (bits & 2) != 0)
-
-
-@triton.jit
-def _vertical_slash_pair_kernel(
-    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens,
-    UnionOffsets, UnionBits, UnionCount, BlockPresent, Columns, ColumnCount,
-    stride_qb, stride_qh, stride_qn, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_on, stride_od,
-    n_heads, n_sel, n_ctx, n_blocks, n_union, n_pairs, n_columns, group, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
-):
-    """Vertical-slash over two 64-row query blocks (``2j``: lower rows, ``2j + 1``: upper rows) per program, so each
-    key tile is loaded once for 128 rows. The head's offsets ``P`` are the same for every query block, so the pair
-    walks key blocks ``2j + 1 - u`` for ``u`` in one sorted union ``P | (P + 1)`` (``UnionOffsets``), whose bits say
-    which half uses the tile (1: upper, ``u`` in ``P``; 2: lower, ``u - 1`` in ``P``). ``u = 0`` and ``u = 1`` come
-    first and hold the two diagonal tiles; every later tile needs only a row-half mask."""
-    i_j = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
-        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
-        HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
-    acc, m_i, l_i, upper = _pair_state(BLOCK_N, BLOCK_D)
-
-    head_row = i_b.to(tl.int64) * n_sel + i_s
-    live = i_j * 2 * BLOCK_N < seqlen
-    top = 2 * i_j + 1  # the upper query block; key block top - u
-    p_union = UnionOffsets + head_row * n_union
-    p_bits = UnionBits + head_row * n_union
-    n_walk = tl.where(live, tl.load(UnionCount + head_row * n_pairs + i_j), 0)
-    # u = 0, 1: the two diagonal tiles (causal, inside the sequence, and the half that uses them)
-    for t in range(0, tl.minimum(n_walk, 2)):
-        u = tl.load(p_union + t)
-        bits = tl.load(p_bits + t)
-        start_n = (top - u) * BLOCK_N
-        o_key = start_n + o_n
-        key_ok = o_key < seqlen
-        row_ok = _half_rows(upper, bits)
-        valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
-                                PRECISION, True, EVEN_D, TMA)
-    # the rest lie strictly below both query blocks; offsets and bits are loaded one iteration ahead, as in
-    # _vertical_slash_kernel, so the pipeliner keeps all its K/V stages
-    next_u = tl.load(p_union + tl.minimum(2, n_union - 1))
-    next_bits = tl.load(p_bits + tl.minimum(2, n_union - 1))
-    for t in range(2, n_walk):
-        u = next_u
-        bits = next_bits
-        next_u = tl.load(p_union + tl.minimum(t + 1, n_union - 1))
-        next_bits = tl.load(p_bits + tl.minimum(t + 1, n_union - 1))
-        start_n = (top - u) * BLOCK_N
-        o_key = start_n + o_n
-        row_ok = _half_rows(upper, bits)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, row_ok, o_d, m_d, qk_scale,
-                                PRECISION, False, EVEN_D, TMA,
-                                ROW_MASK=True)
-
-    # gathered columns left of the upper block: the upper half takes those its walk misses; the lower half those
-    # left of its own block that its walk misses (a column in the lower block lies in the lower half's diagonal tile)
-    # columns left of the upper block; without an upper block (odd block count), those left of the lower one
-    n_cols = tl.where(live, tl.load(ColumnCount + head_row * n_blocks + tl.minimum(top, n_blocks - 1)), 0)
-    p_columns = Columns + head_row * n_columns
-    p_present = BlockPresent + head_row * n_blocks
-    next_key = tl.load(p_columns + o_n, mask=o_n < n_cols, other=0)
-    for c in range(0, n_cols, BLOCK_N):
-        o_key = next_key
-        m_c = c + o_n < n_cols
-        next_key = tl.load(p_columns + c + BLOCK_N + o_n, mask=c + BLOCK_N + o_n < n_cols, other=0)
-        key_block = o_key // BLOCK_N
-        ok_upper = m_c & (tl.load(p_present + tl.minimum(top - key_block, n_blocks - 1), mask=m_c, other=1) == 0)
-        ok_lower = (m_c & (key_block < top - 1)
-                    & (tl.load(p_present + tl.minimum(top - 1 - key_block, n_blocks - 1), mask=m_c, other=1) == 0))
-        valid = tl.where(upper[:, None], ok_upper[None, :], ok_lower[None, :])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, m_c, valid, o_d, m_d, qk_scale,
-                                PRECISION, False, EVEN_D, TILE_MASK=True)
+        else:
+            valid = key_ok[None, :] & (o_m[:, None] >= 0)
+            acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, 0, o_key, key_ok, valid, o_d, m_d, qk_scale,
+                                    PRECISION, True, EVEN_D)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -396,61 +293,6 @@ def _block_sparse_kernel(
             valid = key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
             acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
                                     PRECISION, True, EVEN_D, TMA)
-    _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
-           stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
-
-
-@triton.jit
-def _block_sparse_pair_kernel(
-    Q, K, V, DescK, DescV, Out, Lse, HeadMap, Seqlens, UnionBlocks, UnionBits, UnionCount,
-    stride_qb, stride_qh, stride_qn, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_on, stride_od,
-    n_heads, n_sel, n_ctx, n_blocks, n_pairs, n_slots, group, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    STORE_LSE: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr, TMA: tl.constexpr = False,
-):
-    """Block-sparse (64-token blocks) over two query blocks per program (``2j``: lower rows, ``2j + 1``: upper
-    rows): one ascending union of their key-block lists, bits saying which half lists each block (1: upper,
-    2: lower). The union ends with the two diagonal blocks ``2j`` and ``2j + 1`` (just ``2j`` when there is no
-    upper block); only those need the full mask, every earlier tile a row-half mask."""
-    i_j = tl.program_id(0)
-    i_b, i_s, i_h, seqlen, o_m, o_n, o_d, m_d, b_q, kv = _program_start(
-        Q, K, V, DescK, DescV, HeadMap, Seqlens, i_j, n_sel, group, stride_qb, stride_qh, stride_qn, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
-        HEAD_DIM, 2 * BLOCK_N, BLOCK_N, BLOCK_D)
-    acc, m_i, l_i, upper = _pair_state(BLOCK_N, BLOCK_D)
-
-    row = (i_b.to(tl.int64) * n_sel + i_s) * n_pairs + i_j
-    p_blocks = UnionBlocks + row * n_slots
-    p_bits = UnionBits + row * n_slots
-    n_walk = tl.where(i_j * 2 * BLOCK_N < seqlen, tl.load(UnionCount + row), 0)
-    n_diagonal = tl.where(2 * i_j + 1 < n_blocks, 2, 1)
-    # key blocks left of both query blocks: loaded one iteration ahead (see _vertical_slash_kernel)
-    next_block = tl.load(p_blocks)
-    next_bits = tl.load(p_bits)
-    for t in range(0, n_walk - n_diagonal):
-        key_block = next_block
-        bits = next_bits
-        next_block = tl.load(p_blocks + tl.minimum(t + 1, n_slots - 1))
-        next_bits = tl.load(p_bits + tl.minimum(t + 1, n_slots - 1))
-        start_n = key_block * BLOCK_N
-        o_key = start_n + o_n
-        row_ok = _half_rows(upper, bits)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, o_key >= 0, row_ok, o_d, m_d, qk_scale,
-                                PRECISION, False, EVEN_D, TMA,
-                                ROW_MASK=True)
-    for t in range(tl.maximum(n_walk - n_diagonal, 0), n_walk):
-        key_block = tl.load(p_blocks + t)
-        bits = tl.load(p_bits + t)
-        start_n = key_block * BLOCK_N
-        o_key = start_n + o_n
-        key_ok = o_key < seqlen
-        row_ok = _half_rows(upper, bits)
-        valid = row_ok[:, None] & key_ok[None, :] & (o_key[None, :] <= o_m[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_scale,
-                                PRECISION, True, EVEN_D, TMA)
     _store(acc, m_i, l_i, Out, Lse, i_b, i_h, n_heads, n_ctx, seqlen, o_m, o_d, m_d,
            stride_ob, stride_oh, stride_on, stride_od, STORE_LSE)
 
@@ -563,8 +405,7 @@ def loop_order(n_ctx: int) -> dict:
     faster with inline loads (918.6 vs 991.0 ms at 256K, 2966 vs 3278 ms at 512K), while local-heavy heads, whose
     walk stays short and cheap, lose 6-7 % (85 -> 91 ms at 256K). The long walks dominate a launch's time, so long
     contexts take the inline order."""
-    ahead = n_ctx < LONG_CONTEXT
-    return dict(OFFSETS_AHEAD=ahead, COLUMNS_AHEAD=ahead, MASKED_COLUMNS=not ahead)
+    return dict(LOADS_AHEAD=n_ctx < LONG_CONTEXT)
 
 
 def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tensor, out: torch.Tensor,
@@ -573,9 +414,7 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
     """Write heads ``heads (Hs,)`` of ``out (B, Hq, N, D)`` (and ``lse (B, Hq, N)``) from a vertical-slash index
     built for those heads. A program serves one query block of the index's grid: 64 rows on 4 warps, or 128 rows
     on 8 warps over 128 x 128 tiles and 128-column chunks. Inputs are assumed checked; ``launch`` overrides
-    ``num_warps``/``num_stages`` and the kernel's loop-order switches (``OFFSETS_AHEAD``, ``COLUMNS_AHEAD``,
-    ``MASKED_COLUMNS``; default :func:`loop_order`; and ``FLAGS_AHEAD``, on by default, which only acts with
-    ``COLUMNS_AHEAD``)."""
+    ``num_warps``/``num_stages`` and the kernel's loop order (``LOADS_AHEAD``; default :func:`loop_order`)."""
     batch, n_heads, n_ctx, head_dim = q.shape
     launch = {**loop_order(n_ctx), **(launch or {})}
     tile = index.tile
@@ -588,46 +427,6 @@ def vertical_slash_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tens
         index.block_offsets, index.block_count, index.block_present, index.columns, index.column_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, index.columns.shape[-1], group, scale,
         BLOCK_M=tile, BLOCK_N=tile, **meta,
-    )
-
-
-def pair_walk(index: VerticalSlashIndex) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What :func:`_vertical_slash_pair_kernel` walks, from a vertical-slash index: per head the sorted union
-    ``u in P | (P + 1)`` of block-diagonal offsets (``(B, H, R + 1)`` int32, padded with ``R + 1``), its bits
-    (int8: 1 = the upper block of a pair walks ``u``, 2 = the lower block walks it) and per pair of query blocks the
-    number of union entries with ``u <= 2j + 1`` (``(B, H, ceil(R / 2))`` int32). Torch ops, no host sync."""
-    present = index.block_present.bool()
-    blocks = present.shape[-1]
-    upper = torch.nn.functional.pad(present, (0, 1))
-    lower = torch.nn.functional.pad(present, (1, 0))
-    union = upper | lower
-    ids = torch.arange(blocks + 1, device=present.device)
-    offsets = torch.where(union, ids, blocks + 1).sort(dim=-1).values
-    bits = (upper.to(torch.int8) + 2 * lower.to(torch.int8)).gather(-1, offsets.clamp_max(blocks))
-    tops = (2 * torch.arange(triton.cdiv(blocks, 2), device=present.device) + 1).clamp_max(blocks)
-    count = union.cumsum(dim=-1, dtype=torch.int32).index_select(-1, tops)
-    return offsets.to(torch.int32).contiguous(), bits.contiguous(), count.contiguous()
-
-
-def vertical_slash_pair_forward(q, k, v, index: VerticalSlashIndex, heads: torch.Tensor, out: torch.Tensor,
-                                lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                                sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
-    """:func:`vertical_slash_forward` with 128-row programs (two query blocks each, 8 warps): the same output,
-    each key tile loaded once for both blocks. Indexes on the 64-token grid only."""
-    if index.tile != TILE:
-        raise ValueError(f"pair programs walk indexes on the {TILE}-token grid, got one on the {index.tile}-token grid")
-    batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
-                                                                         2 * TILE)
-    union_offsets, union_bits, union_count = pair_walk(index)
-    n_blocks = index.block_count.shape[-1]
-    grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
-    _vertical_slash_pair_kernel[grid](
-        q, k, v, *descs, out, lse_arg, heads, seqlens,
-        union_offsets, union_bits, union_count, index.block_present, index.columns, index.column_count,
-        *strides, n_heads, heads.numel(), n_ctx, n_blocks, union_offsets.shape[-1], union_count.shape[-1],
-        index.columns.shape[-1], group, scale,
-        BLOCK_N=TILE, **meta,
     )
 
 
@@ -649,49 +448,6 @@ def block_sparse_forward(q, k, v, index: BlockSparseIndex, block_size: int, head
         q, k, v, *descs, out, lse_arg, heads, seqlens, index.blocks, index.block_count,
         *strides, n_heads, heads.numel(), n_ctx, n_blocks, n_slots, group, scale,
         BLOCK_SIZE=block_size, BLOCK_M=tile, BLOCK_N=tile, **meta,
-    )
-
-
-def pair_lists(index: BlockSparseIndex) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What :func:`_block_sparse_pair_kernel` walks: per pair of 64-token query blocks the ascending union of their
-    key-block lists (``(B, H, ceil(R / 2), 2 K')`` int32, padded with ``R``), its bits (int8: 1 = the upper block
-    lists it, 2 = the lower one) and its length. Torch ops, no host sync."""
-    blocks = index.blocks.long()
-    batch, heads, n_blocks, slots = blocks.shape
-    walked = torch.arange(slots, device=blocks.device) < index.block_count.unsqueeze(-1)
-    blocks = torch.where(walked, blocks, n_blocks)
-    if n_blocks % 2:  # no upper block for the last pair
-        blocks = torch.nn.functional.pad(blocks, (0, 0, 0, 1), value=n_blocks)
-    lower, upper = blocks[:, :, 0::2], blocks[:, :, 1::2]
-    ids = torch.cat([upper, lower], dim=-1)
-    bits = torch.cat([torch.ones_like(upper, dtype=torch.int8), torch.full_like(lower, 2, dtype=torch.int8)], -1)
-    ids, order = ids.sort(dim=-1, stable=True)
-    bits = bits.gather(-1, order)
-    # a block both lists: its second copy gives its bit to the first and leaves the list
-    repeated = torch.zeros_like(ids, dtype=torch.bool)
-    repeated[..., 1:] = (ids[..., 1:] == ids[..., :-1]) & (ids[..., 1:] < n_blocks)
-    bits[..., :-1] |= torch.where(repeated[..., 1:], bits[..., 1:], 0)
-    ids = torch.where(repeated, n_blocks, ids)
-    ids, order = ids.sort(dim=-1, stable=True)
-    bits = bits.gather(-1, order)
-    count = (ids < n_blocks).sum(dim=-1, dtype=torch.int32)
-    return ids.to(torch.int32).contiguous(), bits.contiguous(), count.contiguous()
-
-
-def block_sparse_pair_forward(q, k, v, index: BlockSparseIndex, heads: torch.Tensor, out: torch.Tensor,
-                              lse: Optional[torch.Tensor] = None, seqlens: Optional[torch.Tensor] = None,
-                              sm_scale: Optional[float] = None, launch: Optional[dict] = None) -> None:
-    """:func:`block_sparse_forward` for 64-token blocks with 128-row programs (two query blocks each, 8 warps)."""
-    batch, n_heads, n_ctx, head_dim = q.shape
-    seqlens, lse_arg, strides, meta, group, scale, descs = _launch_setup(q, k, v, out, lse, seqlens, sm_scale, launch,
-                                                                         2 * TILE)
-    union_blocks, union_bits, union_count = pair_lists(index)
-    n_pairs, n_slots = union_blocks.shape[-2:]
-    grid = (triton.cdiv(n_ctx, 2 * TILE), batch * heads.numel())
-    _block_sparse_pair_kernel[grid](
-        q, k, v, *descs, out, lse_arg, heads, seqlens, union_blocks, union_bits, union_count,
-        *strides, n_heads, heads.numel(), n_ctx, index.blocks.shape[-2], n_pairs, n_slots, group, scale,
-        BLOCK_N=TILE, **meta,
     )
 
 
