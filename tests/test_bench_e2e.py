@@ -44,7 +44,7 @@ def test_head_density_is_one_for_full_budgets_and_below_for_sparse_ones():
 def test_head_density_counts_vertical_slash_on_the_grid_the_op_runs(monkeypatch, spread):
     """Where 128 x 128 programs can run (stood in for on the CPU), densities follow the op's grid: the length rule
     without a tile count, the cover rule with one, a fixed tile when given."""
-    from minference import ops
+    from minference.kernels import launch
     from minference.index import build_vertical_slash_index
     from minference.index.tiles import vertical_slash_density
     from minference.patterns import vertical_slash as vertical_slash_pattern
@@ -52,7 +52,7 @@ def test_head_density_counts_vertical_slash_on_the_grid_the_op_runs(monkeypatch,
     n = 2048
     offsets = torch.arange(0, n - 100, n // 5) if spread else torch.arange(0, 1536)
     vertical, slash = torch.arange(128).expand(1, 2, -1), offsets.expand(1, 2, -1)
-    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)
+    monkeypatch.setattr(launch, "wide_grid_possible", lambda q: True)
     monkeypatch.setattr(vertical_slash_pattern, "estimate", lambda *args, **kwargs: (vertical, slash))
     q, k = torch.randn(1, 2, n, 16), torch.randn(1, 1, n, 16)
     patterns = [VerticalSlash(128, offsets.numel())] * 2

@@ -133,10 +133,11 @@ def test_rows_on_the_128_token_grid_say_so_and_count_its_tiles(monkeypatch):
     """Where the library runs vertical-slash on the 128-token grid, its row says so and its density counts that
     grid's tiles; past the length rule's bound the row keeps the 64-token grid and its label."""
     from minference import ops
+    from minference.kernels import launch
     from minference.bench.kernels import pattern_cases
     from minference.bench.shapes import Shape, Sweep
 
-    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)  # a device that runs 128 x 128 programs
+    monkeypatch.setattr(launch, "wide_grid_possible", lambda q: True)  # a device that runs 128 x 128 programs
     shape = Shape(n=1024, heads=2, kv_heads=1)
     pattern = VerticalSlash(40, 200, sink=4, local=16)
     sweep = Sweep("t", (shape,), (pattern,), index_sets=("local_heavy",))

@@ -6,8 +6,9 @@ import torch
 import minference as mi
 from helpers import assert_matches_reference, poisoned_like, random_qkv
 from minference import ops
+from minference.kernels import launch
 from minference.index import build_block_sparse_index, build_vertical_slash_index
-from minference.index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
+from minference.index.tiles import a_shape_tiles, causal_tiles, executed_tiles, vertical_slash_tiles
 from minference.patterns import block_sparse as block_sparse_pattern
 from minference.patterns import vertical_slash as vertical_slash_pattern
 
@@ -70,14 +71,14 @@ def test_executed_tiles_count_what_each_launch_walks():
     vertical, slash = vertical_slash_pattern.estimate(q, k, [vs], [0])
     vs_index = build_vertical_slash_index(N, vertical, slash)
     bs_index = build_block_sparse_index(block_sparse_pattern.estimate(q, k, [bs], [2]))
-    counted = ops._executed_tiles(N, patterns, vs_index, {32: bs_index})
+    counted = executed_tiles(N, patterns, vs_index, {32: bs_index})
     others = (
         bs_index.block_count.sum().item() / 4  # a 32 x 32 block is a quarter of a 64 x 64 tile
         + 2 * (a_shape_tiles(N, 64, 64) + causal_tiles(N))  # batch of two
     )
     assert float(counted) == pytest.approx(vertical_slash_tiles(vs_index).sum().item() + others)
     wide_index = build_vertical_slash_index(N, vertical, slash, 128)  # a 128 x 128 tile is four of 64 x 64
-    counted = ops._executed_tiles(N, patterns, wide_index, {32: bs_index})
+    counted = executed_tiles(N, patterns, wide_index, {32: bs_index})
     assert float(counted) == pytest.approx(4 * vertical_slash_tiles(wide_index).sum().item() + others)
 
 
@@ -134,7 +135,7 @@ def test_a_batch_of_window_heads_is_counted_for_every_row():
     """With no index to read the batch from, window and dense heads still count once per batch row, so a batch of
     two does not halve the executed share the threshold sees."""
     q, k, v = inputs(batch=2)
-    assert ops._executed_tiles(N, [ASHAPE] * 4, None, {}, batch=2) == 2 * 4 * a_shape_tiles(N, 64, 64)
+    assert executed_tiles(N, [ASHAPE] * 4, None, {}, batch=2) == 2 * 4 * a_shape_tiles(N, 64, 64)
     out = ops.sparse_attention(q, k, v, ASHAPE, backend="torch", dense_above=a_shape_density() - 0.01)
     torch.testing.assert_close(out, dense(q, k, v))
 
@@ -151,7 +152,7 @@ def test_the_tile_count_picks_the_grid_where_wide_programs_run(monkeypatch, spre
     q, k, v = inputs(n=n)
     offsets = torch.arange(0, n - 100, n // 5) if spread else torch.arange(0, 1536)
     vertical, slash = torch.arange(128).expand(1, 4, -1), offsets.expand(1, 4, -1)
-    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)
+    monkeypatch.setattr(launch, "wide_grid_possible", lambda q: True)
     monkeypatch.setattr(vertical_slash_pattern, "estimate", lambda *args, **kwargs: (vertical, slash))
     grids = []
     real_rows = ops.vertical_slash_index_mask_rows
@@ -163,8 +164,8 @@ def test_the_tile_count_picks_the_grid_where_wide_programs_run(monkeypatch, spre
     assert_matches_reference(out, q, k, v, ops.vertical_slash_mask(n, vertical, slash, tile=grid),
                              what=f"grid {grid}")
     if counted:
-        wide = ops._executed_tiles(n, [], build_vertical_slash_index(n, vertical, slash, 128), {})
-        narrow = ops._executed_tiles(n, [], build_vertical_slash_index(n, vertical, slash, 64), {})
+        wide = executed_tiles(n, [], build_vertical_slash_index(n, vertical, slash, 128), {})
+        narrow = executed_tiles(n, [], build_vertical_slash_index(n, vertical, slash, 64), {})
         assert (float(wide) <= ops.WIDE_GRID_MAX_COVER * float(narrow)) == (grid == 128)
     fixed = ops.sparse_attention(q, k, v, pattern, backend="torch", dense_above=10.0, vertical_slash_tile=64)
     assert_matches_reference(fixed, q, k, v, ops.vertical_slash_mask(n, vertical, slash, tile=64), what="fixed 64")

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minference as mi
-from minference import ops
+from minference import ops, planning
+from minference.kernels import launch
 from minference.kernels.gqa_pack import PACKS, check_pack, default_pack, plan_packs
 
 
@@ -65,11 +66,12 @@ def on_device_with(monkeypatch, shared_bytes):
     """Route as on a CUDA device whose blocks may opt in to ``shared_bytes``: CPU tensors stand in for CUDA ones,
     and the launcher's stages are those of a compiled launch (three for half-precision rows of <= 256 bytes, one
     for wider rows), not the interpreter's."""
-    from minference.kernels import _utils
+    from minference.kernels import launch
 
-    monkeypatch.setattr(_utils, "_opt_in_shared_bytes", lambda index: shared_bytes)
-    monkeypatch.setattr(ops, "launch_options", _utils.compiled_launch_options)
-    monkeypatch.setattr(ops, "shared_memory_fits", lambda nbytes, device: _utils.shared_memory_fits(
+    monkeypatch.setattr(launch, "_opt_in_shared_bytes", lambda index: shared_bytes)
+    monkeypatch.setattr(launch, "launch_options", launch.compiled_launch_options)
+    fits = launch.shared_memory_fits
+    monkeypatch.setattr(launch, "shared_memory_fits", lambda nbytes, device: fits(
         nbytes, torch.device("cuda", 0)))
 
 
@@ -96,7 +98,7 @@ def test_packs_run_unpacked_where_the_device_cannot_hold_their_program(monkeypat
 
 def test_off_the_gpu_every_program_fits():
     """The interpreter has no shared memory to run out of: packs run as asked there."""
-    assert ops._program_fits(256, 64, torch.zeros(1, 1, 1, 256))
+    assert launch.program_fits(256, 64, torch.zeros(1, 1, 1, 256))
 
 
 @pytest.mark.parametrize("head_dim, dtype, pack", [(64, torch.float16, 1), (96, torch.float16, 2),
@@ -144,18 +146,19 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
     """In ``block_sparse_attention`` and in ``sparse_attention``'s block-sparse heads, 128-token blocks run as
     128 x 128 tiles when the device's shared memory holds the query tile and three K/V stages (224 KiB at head_dim
     128); 64-token blocks keep 64 rows."""
-    from minference.kernels import _utils
+    from minference.kernels import launch
     from minference.kernels import sparse_attention as kernels
 
-    assert _utils.tile_shared_bytes(128, 128, 128, torch.bfloat16, 3) == 224 * 1024
-    assert _utils.shared_memory_fits(1 << 40, torch.device("cpu")), "the interpreter has no shared-memory limit"
-    monkeypatch.setattr(_utils, "_opt_in_shared_bytes", lambda index: shared_bytes)
-    assert _utils.shared_memory_fits(224 * 1024, torch.device("cuda", 0)) is wide
+    assert launch.tile_shared_bytes(128, 128, 128, torch.bfloat16, 3) == 224 * 1024
+    assert launch.shared_memory_fits(1 << 40, torch.device("cpu")), "the interpreter has no shared-memory limit"
+    monkeypatch.setattr(launch, "_opt_in_shared_bytes", lambda index: shared_bytes)
+    assert launch.shared_memory_fits(224 * 1024, torch.device("cuda", 0)) is wide
     # the CPU tensors stand in for CUDA ones: the device's shared memory and the compiled launch's three stages
     # (what launch_options gives half-precision rows of <= 256 bytes off the interpreter) decide
-    monkeypatch.setattr(ops, "shared_memory_fits", lambda nbytes, device: _utils.shared_memory_fits(
+    fits = launch.shared_memory_fits
+    monkeypatch.setattr(launch, "shared_memory_fits", lambda nbytes, device: fits(
         nbytes, torch.device("cuda", 0)))
-    monkeypatch.setattr(ops, "launch_options", _utils.compiled_launch_options)
+    monkeypatch.setattr(launch, "launch_options", launch.compiled_launch_options)
     launched = []
     monkeypatch.setattr(kernels, "block_sparse_forward",
                         lambda *args, wide=False, **kw: launched.append((args[4], wide)))
@@ -186,7 +189,7 @@ def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypat
     monkeypatch.setattr(kernels, "vertical_slash_forward",
                         lambda q, k, v, index, *args, launch=None: launches.append((index.tile, launch)))
     q = torch.randn(1, 2, 128, head_dim).to(dtype)
-    assert ops._wide_tiles_fit(q) == chosen and ops._wide_stages(q) == stages
+    assert launch.wide_tiles_fit(q) == chosen and launch.wide_tile_stages(q) == stages
     index = torch.zeros(1, 2, 1, dtype=torch.long)
     if stages is None:
         with pytest.raises(ValueError, match="tile=128 needs a 128 x 128 program"):
@@ -202,12 +205,12 @@ def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypat
 def test_the_default_grid_stops_at_the_length_measured_to_pay(monkeypatch):
     """Without a tile count the default is a length rule: the 128-token grid up to ``WIDE_GRID_MAX_TOKENS``, where
     every index set measured gained, and 64 beyond, where spread diagonals made it lose."""
-    monkeypatch.setattr(ops, "_wide_grid_possible", lambda q: True)
+    monkeypatch.setattr(launch, "wide_grid_possible", lambda q: True)
     row = torch.zeros(1, 1, 1, 128, dtype=torch.float16)
     assert ops.default_vertical_slash_tile(row.expand(1, 1, ops.WIDE_GRID_MAX_TOKENS, 128)) == 128
     assert ops.default_vertical_slash_tile(row.expand(1, 1, ops.WIDE_GRID_MAX_TOKENS + 1, 128)) == 64
-    assert ops.vertical_slash_grids(row, None, counting=True) == (64, 128), "a tile count chooses between both"
-    assert ops.vertical_slash_grids(row, 64, counting=True) == (64,)
+    assert planning.vertical_slash_grids(row, None, counting=True) == (64, 128), "a tile count chooses between both"
+    assert planning.vertical_slash_grids(row, 64, counting=True) == (64,)
 
 
 def test_off_the_gpu_vertical_slash_keeps_the_64_token_grid():

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import minference as mi
 from helpers import DEVICE, KERNEL_DTYPES, ON_GPU, assert_matches_reference, poisoned_like, random_qkv
 from minference import ops
+from minference.kernels import launch
 
 pytestmark = pytest.mark.kernels
 
@@ -44,7 +45,7 @@ def index_generator(shape):
 def grids_that_fit(q) -> list:
     """The vertical-slash grids the Triton backend runs for ``q``: 128 x 128 programs need shared memory for their
     query tile and at least one K/V stage."""
-    return [64, 128] if ops._wide_stages(q) is not None else [64]
+    return [64, 128] if launch.wide_tile_stages(q) is not None else [64]
 
 
 @cases
@@ -54,7 +55,7 @@ def test_vertical_slash_kernel_equals_masked_reference(shape, nv, ns, tile):
     n, gen = shape["n"], index_generator(shape)
     vertical = torch.randint(0, n, (shape["batch"], shape["hq"], nv), generator=gen).to(DEVICE)
     slash = torch.randint(0, n, (shape["batch"], shape["hq"], ns), generator=gen).to(DEVICE)
-    if tile == 128 and ops._wide_stages(q) is None:  # float32 at head_dim 256 on a GPU: 384 KiB with one stage
+    if tile == 128 and launch.wide_tile_stages(q) is None:  # float32 at head_dim 256 on a GPU: 384 KiB with one stage
         with pytest.raises(ValueError, match="tile=128"):
             ops.vertical_slash_attention(q, k, v, vertical, slash, backend="triton", tile=tile)
         return
@@ -104,9 +105,9 @@ def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit():
     seqlens = torch.tensor([n, n - 70], dtype=torch.int32, device=DEVICE)
     assert int(index.column_count.max()) > 2 * 64
     results = []
-    for launch in ({}, dict(LOADS_AHEAD=False)):
+    for options in ({}, dict(LOADS_AHEAD=False)):
         out, lse = poisoned_like(q), torch.full(q.shape[:3], float("nan"), device=DEVICE)
-        vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
+        vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens, launch=options)
         results.append((out, lse))
     (out, lse), (out_switched, lse_switched) = results
     assert not out.isnan().any() and torch.equal(out_switched, out) and torch.equal(lse_switched, lse)

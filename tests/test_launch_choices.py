@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import poisoned_like, random_qkv
-from minference import ops
+from minference import ops, planning
 from minference.index import build_vertical_slash_index
 from minference.kernels import sparse_attention as kernels
 
@@ -62,8 +62,8 @@ def test_dense_heads_stay_in_the_window_kernel_off_the_gpu():
     """On the CPU (interpreted kernels) and wherever SDPA cannot stand in, Dense heads are not routed to SDPA."""
     q = torch.randn(1, 2, 8, 16)
     patterns = [ops.AShape(0, 4), ops.Dense()]
-    assert not ops._dense_heads_to_sdpa(q, patterns, True, "triton")
-    assert not ops._dense_heads_to_sdpa(q, patterns, False, "triton")
+    assert not planning.dense_heads_to_sdpa(q, patterns, True, "triton")
+    assert not planning.dense_heads_to_sdpa(q, patterns, False, "triton")
 
 
 def test_vertical_slash_loop_order_switches_at_long_contexts():

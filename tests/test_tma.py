@@ -6,12 +6,12 @@ import torch
 from helpers import DEVICE, ON_GPU, assert_matches_reference, poisoned_like, random_qkv
 from minference import ops
 from minference.index import build_block_sparse_index, build_vertical_slash_index
-from minference.kernels import _utils
+from minference.kernels import launch
 from minference.kernels import sparse_attention as sa
 
 
 def layout(t, keys=64, block_d=64):
-    return _utils._descriptor_layout(t, keys, block_d)
+    return launch._descriptor_layout(t, keys, block_d)
 
 
 def test_descriptor_dims_follow_memory_order():
@@ -45,30 +45,30 @@ def test_narrow_rows_fall_back():
 def test_k_and_v_ordered_differently_fall_back():
     k = torch.empty(1, 2, 40, 64, dtype=torch.float16)
     v = torch.empty(1, 40, 2, 64, dtype=torch.float16).transpose(1, 2)
-    assert _utils.kv_descriptors(k, v, 64, 64) is None
-    assert _utils.kv_descriptors(k, k.clone(), 64, 64) is not None
+    assert launch.kv_descriptors(k, v, 64, 64) is None
+    assert launch.kv_descriptors(k, k.clone(), 64, 64) is not None
 
 
 def test_the_setting_decides_and_names_itself(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.delenv(_utils.TMA_SETTING, raising=False)
-    assert _utils.tma_wanted(cpu) is False  # no descriptors by default off CUDA
-    monkeypatch.setenv(_utils.TMA_SETTING, "1")
-    assert _utils.tma_wanted(cpu) is True
-    monkeypatch.setenv(_utils.TMA_SETTING, "0")
-    assert _utils.tma_wanted(cpu) is False
-    monkeypatch.setenv(_utils.TMA_SETTING, "yes")
+    monkeypatch.delenv(launch.TMA_SETTING, raising=False)
+    assert launch.tma_wanted(cpu) is False  # no descriptors by default off CUDA
+    monkeypatch.setenv(launch.TMA_SETTING, "1")
+    assert launch.tma_wanted(cpu) is True
+    monkeypatch.setenv(launch.TMA_SETTING, "0")
+    assert launch.tma_wanted(cpu) is False
+    monkeypatch.setenv(launch.TMA_SETTING, "yes")
     with pytest.raises(ValueError, match="MINFERENCE_TMA must be 0 or 1"):
-        _utils.tma_wanted(cpu)
+        launch.tma_wanted(cpu)
 
 
 @pytest.mark.parametrize("capability, wanted", [((8, 0), False), ((9, 0), True), ((10, 0), False), ((12, 0), False)])
 def test_descriptors_are_the_default_where_they_were_measured(monkeypatch, capability, wanted):
     """Hopper only: the A/B was measured on an H200; other architectures keep pointers until measured there."""
-    monkeypatch.delenv(_utils.TMA_SETTING, raising=False)
-    monkeypatch.setattr(_utils, "interpreting", lambda: False)
-    monkeypatch.setattr(_utils, "_compute_capability", lambda index: capability)
-    assert _utils.tma_wanted(torch.device("cuda", 0)) is wanted
+    monkeypatch.delenv(launch.TMA_SETTING, raising=False)
+    monkeypatch.setattr(launch, "interpreting", lambda: False)
+    monkeypatch.setattr(launch, "_compute_capability", lambda index: capability)
+    assert launch.tma_wanted(torch.device("cuda", 0)) is wanted
 
 
 def test_asking_for_tma_on_tensors_it_cannot_address_names_the_launch_option():
@@ -137,7 +137,7 @@ def test_descriptor_loads_equal_pointer_loads(kind, layout_name):
     seqlens = torch.tensor(SEQLENS, dtype=torch.int32, device=DEVICE)
     for t in (k, v):
         t[1, :, SEQLENS[1]:] = float("nan")
-    assert _utils.kv_descriptors(k, v, 64, 64) is not None
+    assert launch.kv_descriptors(k, v, 64, 64) is not None
     results = {tma: run_kind(kind, q, k, v, seqlens, tma) for tma in (False, True)}
     (out_ptr, lse_ptr, mask), (out_tma, lse_tma, _) = results[False], results[True]
     hs = out_tma.shape[1]  # the packed A-shape run writes the first K/V head's two query heads

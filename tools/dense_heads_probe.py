@@ -9,7 +9,7 @@ import os
 import torch
 
 import minference as mi
-from minference import ops
+from minference import planning
 from minference.bench.index_sets import load_head_stats, vertical_slash_indices
 from minference.bench.timing import time_reps
 from minference.index import build_vertical_slash_index
@@ -34,12 +34,12 @@ def mixed_list_row(n: int, dense_share: str) -> dict:
     reps = 4 if n >= 1 << 17 else 10
     routed = time_reps(lambda: mi.sparse_attention(q, k, v, patterns, validate=False, out=out), reps).median_ms
     routed_out = out.clone()
-    original = ops._dense_heads_to_sdpa
-    ops._dense_heads_to_sdpa = lambda *args: False
+    original = planning.dense_heads_to_sdpa
+    planning.dense_heads_to_sdpa = lambda *args: False
     try:
         kernel = time_reps(lambda: mi.sparse_attention(q, k, v, patterns, validate=False, out=out), reps).median_ms
     finally:
-        ops._dense_heads_to_sdpa = original
+        planning.dense_heads_to_sdpa = original
     dense = [h for h, p in enumerate(patterns) if isinstance(p, mi.Dense)]
     return dict(n=n, case=f"a_shape(128,4096) + dense heads ({dense_share})", dense_heads=len(dense),
                 routed_ms=routed, kernel_ms=kernel, speedup=kernel / routed,

@@ -8,7 +8,7 @@ import torch
 
 from minference.bench.index_sets import load_head_stats
 from minference.bench.timing import time_reps
-from minference.kernels._utils import tma_wanted
+from minference.kernels.launch import tma_wanted
 
 
 def inputs(n: int):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..index import TILE, build_block_sparse_index, build_vertical_slash_index
-from ..kernels._utils import tma_wanted
+from ..kernels.launch import tma_wanted
 from ..patterns import AShape, BlockSparse, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
 from ..patterns import vertical_slash as vertical_slash_pattern

@@ -12,6 +12,9 @@ import functools
 
 import torch
 
+from typing import Optional
+
+from ..patterns import AShape, Dense
 from .block_sparse import BlockSparseIndex
 from .vertical_slash import TILE, VerticalSlashIndex
 
@@ -61,3 +64,26 @@ def a_shape_tiles(n: int, sink: int, local: int, tile: int = TILE) -> int:
 def a_shape_density(n: int, sink: int, local: int) -> float:
     """Density of an A-shape head at length ``n`` (``local`` clipped to ``n`` as the op does)."""
     return a_shape_tiles(n, sink, min(local, n)) / causal_tiles(n)
+
+
+def executed_tiles(n: int, per_head: list, vertical_slash_index: Optional[VerticalSlashIndex], block_indexes: dict,
+                   batch: Optional[int] = None) -> torch.Tensor:
+    """Tiles the launches would execute, summed over batch and heads, in units of 64 x 64 tiles (a 0-d tensor on
+    the index's device; A-shape and dense heads among ``per_head`` are counted on the host, exactly as their kernel
+    walks them, for ``batch`` rows: by default the indexes' batch). ``block_indexes`` maps block sizes to indexes."""
+    total = 0
+    if vertical_slash_index is not None:
+        scale = (vertical_slash_index.tile // TILE) ** 2  # a 128 x 128 tile costs four of 64 x 64
+        total = total + vertical_slash_tiles(vertical_slash_index).sum() * scale
+        batch = batch or vertical_slash_index.block_count.shape[0]
+    for block_size, index in block_indexes.items():
+        # a block of block_size^2 scores costs (block_size / 64)^2 tiles of 64 x 64
+        total = total + index.block_count.long().sum() * block_size * block_size / (TILE * TILE)
+        batch = batch or index.block_count.shape[0]
+    host = 0
+    for pattern in per_head:
+        if isinstance(pattern, AShape):
+            host += a_shape_tiles(n, pattern.sink, min(pattern.local, n))
+        elif isinstance(pattern, Dense):
+            host += causal_tiles(n)
+    return total + host * (batch or 1)

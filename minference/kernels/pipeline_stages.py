@@ -23,7 +23,8 @@ import sys
 import torch
 
 from ..patterns.vertical_slash import TILE
-from ._utils import block_head_dim, dot_precision, interpreting, launch_options
+from ._utils import block_head_dim, dot_precision, interpreting
+from .launch import launch_options
 
 # pointer arguments and their element types; every other non-constexpr argument is an i32 (or the fp32 scale)
 _POINTERS = {

@@ -28,7 +28,8 @@ import triton.language as tl
 
 from ..index import BlockSparseIndex, VerticalSlashIndex
 from ..patterns.vertical_slash import TILE
-from ._utils import block_head_dim, dot_precision, kv_descriptors, launch_options, tma_wanted
+from ._utils import block_head_dim, dot_precision
+from .launch import kv_descriptors, launch_options, tma_wanted
 
 LOG2E = 1.4426950408889634
 
@@ -81,7 +82,7 @@ def _attend(acc, m_i, l_i, b_q, kv, start_n, o_key, key_ok, valid, o_d, m_d, qk_
 @triton.jit
 def _tma_tile(kv, start_n):
     """K and V rows ``start_n ...`` of this program's K/V head, one bulk copy each. The host orders the descriptors'
-    dims by memory (:func:`~minference.kernels._utils.kv_descriptors`): ``(B, Hkv, N, D)`` when heads are outer,
+    dims by memory (:func:`~minference.kernels.launch.kv_descriptors`): ``(B, Hkv, N, D)`` when heads are outer,
     ``(B, N, Hkv, D)`` when positions are (the layout a ``(B, N, H, D)`` projection transposed gives)."""
     desc_k, desc_v, i_b, i_kv = kv[6], kv[7], kv[8], kv[9]
     rows: tl.constexpr = desc_k.block_shape[1] * desc_k.block_shape[2]
