@@ -159,7 +159,7 @@ def vertical_slash_mask(
 def _vertical_slash_launch(q, k, v, index: VerticalSlashIndex, head_map, out, lse, seqlens, sm_scale) -> None:
     """The vertical-slash kernel over ``index``; on the 128-token grid with fewer K/V stages where the launcher's
     do not fit (an explicit ``tile=128`` on an A100, float32)."""
-    from .kernels.sparse_attention import vertical_slash_forward
+    from .kernels.vertical_slash import vertical_slash_forward
 
     options = None
     launcher_stages = launch.launch_options(q.shape[-1], q.dtype, 2 * TILE).get("num_stages")  # none: interpreter
@@ -219,7 +219,7 @@ def block_sparse_attention(
     index = build_block_sparse_index(block_idx)
     out, lse = _outputs(q, out, return_lse)
     if backend == "triton":
-        from .kernels.sparse_attention import block_sparse_forward
+        from .kernels.block_sparse import block_sparse_forward
 
         block_sparse_forward(q, k, v, index, block_size, device_tensor(range(heads), q.device), out, lse, seqlens,
                              sm_scale, wide=_wide_blocks(block_size, q))
@@ -298,7 +298,7 @@ def _a_shape_heads(q, k, v, heads: list, sinks: list, locals_: list, out, lse, s
     of ``pack`` (same K/V head and budget) run through the packed kernel where it fits, the rest one per program."""
     n = q.shape[2]
     if backend == "triton":
-        from .kernels.sparse_attention import a_shape_forward
+        from .kernels.a_shape import a_shape_forward
 
         if pack > 1 and launch.program_fits(pack * TILE, TILE, q):
             plan = plan_packs(heads, sinks, locals_, q.shape[1] // k.shape[1], pack)
@@ -450,7 +450,7 @@ def run(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, out: O
     for block_size, index in plan.block_indexes.items():
         group = plan.block_sparse_heads[block_size]
         if backend == "triton":
-            from .kernels.sparse_attention import block_sparse_forward
+            from .kernels.block_sparse import block_sparse_forward
 
             block_sparse_forward(q, k, v, index, block_size, device_tensor(group, q.device), out, lse, seqlens,
                                  sm_scale, wide=_wide_blocks(block_size, q))

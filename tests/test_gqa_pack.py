@@ -86,11 +86,11 @@ def on_device_with(monkeypatch, shared_bytes):
 ])
 def test_packs_run_unpacked_where_the_device_cannot_hold_their_program(monkeypatch, shared_bytes, dtype, head_dim,
                                                                        packed):
-    from minference.kernels import sparse_attention as kernels
+    from minference.kernels import a_shape
 
     on_device_with(monkeypatch, shared_bytes)
     packs = []
-    monkeypatch.setattr(kernels, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
+    monkeypatch.setattr(a_shape, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
     q = torch.randn(1, 4, 64, head_dim).to(dtype)
     ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton", gqa_pack=2)
     assert packs == ([2] if packed else [1])
@@ -107,11 +107,11 @@ def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch
     """``gqa_pack=None`` (a_shape_attention) and sparse_attention's window heads use ``default_pack``; bfloat16
     follows float16 (``HALF_DTYPES``) but cannot run under the interpreter."""
     assert default_pack(head_dim, torch.bfloat16) == default_pack(head_dim, torch.float16)
-    from minference.kernels import sparse_attention as kernels
+    from minference.kernels import a_shape
 
     assert default_pack(head_dim, dtype) == pack
     packs = []
-    monkeypatch.setattr(kernels, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
+    monkeypatch.setattr(a_shape, "a_shape_forward", lambda *args, pack=1, **kw: packs.append(pack))
     q = torch.randn(1, 4, 64, head_dim).to(dtype)
     ops.a_shape_attention(q, q[:, :2], q[:, :2], 0, 16, backend="triton")
     ops.sparse_attention(q, q[:, :2], q[:, :2], [mi.AShape(0, 16)] * 2 + [mi.Dense()] * 2, backend="triton")
@@ -129,10 +129,10 @@ def test_a_shape_heads_pack_by_default_where_packing_measured_faster(monkeypatch
     (torch.float16, 128, 64, ("block_sparse_forward", False)),
 ])
 def test_wide_block_sparse_programs_only_where_their_tiles_fit(monkeypatch, dtype, head_dim, block_size, expected):
-    from minference.kernels import sparse_attention as kernels
+    from minference.kernels import block_sparse
 
     launched = []
-    monkeypatch.setattr(kernels, "block_sparse_forward",
+    monkeypatch.setattr(block_sparse, "block_sparse_forward",
                         lambda *args, wide=False, **kw: launched.append(("block_sparse_forward", wide)))
     q = torch.randn(1, 2, 256, head_dim).to(dtype)
     blocks = 256 // block_size
@@ -147,7 +147,7 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
     128 x 128 tiles when the device's shared memory holds the query tile and three K/V stages (224 KiB at head_dim
     128); 64-token blocks keep 64 rows."""
     from minference.kernels import launch
-    from minference.kernels import sparse_attention as kernels
+    from minference.kernels import block_sparse
 
     assert launch.tile_shared_bytes(128, 128, 128, torch.bfloat16, 3) == 224 * 1024
     assert launch.shared_memory_fits(1 << 40, torch.device("cpu")), "the interpreter has no shared-memory limit"
@@ -160,7 +160,7 @@ def test_128_token_blocks_default_to_wide_programs_where_the_device_holds_them(m
         nbytes, torch.device("cuda", 0)))
     monkeypatch.setattr(launch, "launch_options", launch.compiled_launch_options)
     launched = []
-    monkeypatch.setattr(kernels, "block_sparse_forward",
+    monkeypatch.setattr(block_sparse, "block_sparse_forward",
                         lambda *args, wide=False, **kw: launched.append((args[4], wide)))
     q = torch.randn(1, 2, 256, 128).to(torch.float16)
     kv = q[:, :1]
@@ -182,11 +182,11 @@ def test_the_128_token_vertical_slash_grid_runs_where_its_programs_fit(monkeypat
                                                                        chosen, stages):
     """The 128-token grid is chosen where whole 128 x 128 programs keep their three stages; asked for elsewhere it
     runs with the stages that fit, or is refused by name where not even one does."""
-    from minference.kernels import sparse_attention as kernels
+    from minference.kernels import vertical_slash
 
     on_device_with(monkeypatch, shared_bytes)
     launches = []
-    monkeypatch.setattr(kernels, "vertical_slash_forward",
+    monkeypatch.setattr(vertical_slash, "vertical_slash_forward",
                         lambda q, k, v, index, *args, launch=None: launches.append((index.tile, launch)))
     q = torch.randn(1, 2, 128, head_dim).to(dtype)
     assert launch.wide_tiles_fit(q) == chosen and launch.wide_tile_stages(q) == stages

@@ -70,7 +70,7 @@ def test_vertical_slash_128_token_grid_over_several_column_chunks(switches):
     """128-row programs gather columns 128 at a time: several chunks, a partial last one, columns inside walked
     blocks skipped, padded rows, in each loop order, against the masked reference."""
     from minference.index import build_vertical_slash_index
-    from minference.kernels.sparse_attention import vertical_slash_forward
+    from minference.kernels.vertical_slash import vertical_slash_forward
 
     n = 700
     gen = torch.Generator().manual_seed(11)
@@ -92,7 +92,7 @@ def test_vertical_slash_loop_orders_equal_the_default_bit_for_bit():
     computed: the inline order writes the default's output and lse exactly, padded rows and partial column chunks
     included."""
     from minference.index import build_vertical_slash_index
-    from minference.kernels.sparse_attention import vertical_slash_forward
+    from minference.kernels.vertical_slash import vertical_slash_forward
 
     n = 300
     gen = torch.Generator().manual_seed(5)

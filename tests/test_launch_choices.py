@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from helpers import poisoned_like, random_qkv
 from minference import ops, planning
 from minference.index import build_vertical_slash_index
-from minference.kernels import sparse_attention as kernels
+from minference.kernels import vertical_slash as kernels
 
 
 def expected_dense(q, k, v, heads):

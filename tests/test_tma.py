@@ -7,7 +7,9 @@ from helpers import DEVICE, ON_GPU, assert_matches_reference, poisoned_like, ran
 from minference import ops
 from minference.index import build_block_sparse_index, build_vertical_slash_index
 from minference.kernels import launch
-from minference.kernels import sparse_attention as sa
+from minference.kernels.a_shape import a_shape_forward
+from minference.kernels.block_sparse import block_sparse_forward
+from minference.kernels.vertical_slash import vertical_slash_forward
 
 
 def layout(t, keys=64, block_d=64):
@@ -76,7 +78,7 @@ def test_asking_for_tma_on_tensors_it_cannot_address_names_the_launch_option():
     heads = torch.arange(2, dtype=torch.int32, device=DEVICE)
     one = torch.ones(2, dtype=torch.int32, device=DEVICE)
     with pytest.raises(ValueError, match="launch TMA=True"):
-        sa.a_shape_forward(q, q, q, one, one, heads, torch.empty_like(q), launch={"TMA": True})
+        a_shape_forward(q, q, q, one, one, heads, torch.empty_like(q), launch={"TMA": True})
 
 
 # --- every kernel, descriptors against pointers -------------------------------------------------------------------
@@ -98,14 +100,14 @@ def run_kind(kind, q, k, v, seqlens, tma):
         slash = torch.randint(0, N, (batch, hq, 5), generator=gen)
         tile = 128 if kind.endswith("wide") else 64
         index = build_vertical_slash_index(N, vertical.to(DEVICE), slash.to(DEVICE), tile)
-        sa.vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
+        vertical_slash_forward(q, k, v, index, heads, out, lse, seqlens, launch=launch)
         return out, lse, ops.vertical_slash_mask(N, vertical, slash, seqlens=seqlens.cpu(), tile=tile)
     if kind.startswith("block_sparse"):
         block_size = {"block_sparse16": 16, "block_sparse128": 128, "block_sparse_wide": 128}.get(kind, 64)
         blocks = -(-N // block_size)
         block_idx = torch.randint(-1, blocks, (batch, hq, blocks, 3), generator=gen)
         index = build_block_sparse_index(block_idx.to(DEVICE))
-        sa.block_sparse_forward(q, k, v, index, block_size, heads, out, lse, seqlens, launch=launch,
+        block_sparse_forward(q, k, v, index, block_size, heads, out, lse, seqlens, launch=launch,
                                 wide=kind == "block_sparse_wide")
         return out, lse, ops.block_sparse_mask(N, block_idx, block_size, seqlens=seqlens.cpu())
     # A-shape: heads 0, 1 share a K/V head and a budget (one pack of two when packed)
@@ -117,7 +119,7 @@ def run_kind(kind, q, k, v, seqlens, tma):
         budgets = budgets[:2]
     else:
         sinks_run, locals_run = sinks, locals_
-    sa.a_shape_forward(q, k, v, torch.tensor(sinks_run, dtype=torch.int32, device=DEVICE),
+    a_shape_forward(q, k, v, torch.tensor(sinks_run, dtype=torch.int32, device=DEVICE),
                        torch.tensor(locals_run, dtype=torch.int32, device=DEVICE), heads, out, lse, seqlens,
                        launch=launch, pack=pack)
     hs = len(budgets)

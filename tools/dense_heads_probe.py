@@ -13,7 +13,7 @@ from minference import planning
 from minference.bench.index_sets import load_head_stats, vertical_slash_indices
 from minference.bench.timing import time_reps
 from minference.index import build_vertical_slash_index
-from minference.kernels import sparse_attention as sa
+from minference.kernels import vertical_slash as sa
 
 
 def llama_inputs(n: int):

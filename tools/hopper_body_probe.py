@@ -34,7 +34,7 @@ import triton.language as tl
 from tile_shape_probe import HEAD_DIM, HEADS, KV_HEADS, causal_flops, launch_a_shape  # same shapes, same count
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from minference.kernels.sparse_attention import LOG2E
+from minference.kernels.body import LOG2E
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize)
 VARIANTS = [
     (64, 64, 4, 3, False), (64, 64, 4, 3, True),
@@ -124,7 +124,7 @@ def run_length(n: int) -> list:
 
     from minference.bench.timing import time_reps
     from minference.index import build_block_sparse_index
-    from minference.kernels import sparse_attention as sa
+    from minference.kernels import block_sparse as sa
 
     torch.manual_seed(0)
     q = torch.randn(1, HEADS, n, HEAD_DIM, device="cuda", dtype=torch.bfloat16)

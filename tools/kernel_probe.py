@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import minference as mi
 from minference import ops
 from minference.index import build_vertical_slash_index
-from minference.kernels.sparse_attention import vertical_slash_forward
+from minference.kernels.vertical_slash import vertical_slash_forward
 from minference.patterns import vertical_slash
 
 

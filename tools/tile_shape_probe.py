@@ -19,7 +19,8 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minference.bench.timing import time_reps
-from minference.kernels import sparse_attention as sa
+from minference.kernels.a_shape import _a_shape_kernel
+from minference.kernels.body import launch_setup
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, PACK); the first two are the library's unpacked and packed programs
@@ -41,10 +42,10 @@ def launch_a_shape(q, k, v, out, sink: int, local: int, block_m: int, block_n: i
     sinks = torch.full((n_programs,), sink, device=q.device, dtype=torch.int32)
     locals_ = torch.full((n_programs,), local, device=q.device, dtype=torch.int32)
     launch = {"num_warps": warps, "num_stages": stages, "TMA": tma}
-    seqlens, lse_arg, strides, meta, _, scale, descs = sa._launch_setup(q, k, v, out, None, None, None, launch,
+    seqlens, lse_arg, strides, meta, _, scale, descs = launch_setup(q, k, v, out, None, None, None, launch,
                                                                         pack * block_m, block_n)
     grid = (triton.cdiv(n_ctx, block_m), q.shape[0] * n_programs)
-    sa._a_shape_kernel[grid](q, k, v, *descs, out, lse_arg, heads, seqlens, sinks, locals_, *strides, HEADS,
+    _a_shape_kernel[grid](q, k, v, *descs, out, lse_arg, heads, seqlens, sinks, locals_, *strides, HEADS,
                              n_programs, n_ctx, group, scale, BLOCK_M=block_m, BLOCK_N=block_n, PACK=pack, **meta)
 
 

@@ -16,7 +16,8 @@ from probe_cases import inputs, run_cases, timed_row  # tools/ is on sys.path wh
 
 from minference.bench.index_sets import vertical_slash_indices
 from minference.index import build_block_sparse_index, build_vertical_slash_index
-from minference.kernels import sparse_attention as sa
+from minference.kernels.block_sparse import block_sparse_forward
+from minference.kernels.vertical_slash import vertical_slash_forward
 from minference.patterns import VerticalSlash
 
 
@@ -46,9 +47,9 @@ def run_case(n: int, name: str, stats) -> list:
     block_index = build_block_sparse_index(grid128_blocks(index))
     runs = {
         "64-token grid (vertical-slash kernel, 64 x 64)":
-            (lambda out: sa.vertical_slash_forward(q, k, v, index, heads, out), int(index.block_count.sum()) * 64 * 64),
+            (lambda out: vertical_slash_forward(q, k, v, index, heads, out), int(index.block_count.sum()) * 64 * 64),
         "128-token grid (block-sparse kernel, 128 x 128)":
-            (lambda out: sa.block_sparse_forward(q, k, v, block_index, 128, heads, out, wide=True),
+            (lambda out: block_sparse_forward(q, k, v, block_index, 128, heads, out, wide=True),
              int(block_index.block_count.sum()) * 128 * 128),
     }
     rows = []

@@ -7,7 +7,7 @@ The 64 x 64 body tops out near 77 % of cuDNN on an H200 and the 128 x 128 one ne
 causal tiles of that grid), its time, and its kept share of cuDNN (density x speedup): issue 3's efficiency measure.
 Usage, on a CUDA machine: ``CASES=131072:local_heavy OUT=dir python tools/vs_tile_probe.py`` (writes
 ``dir/vstile.json``); ``FLIP=1`` also times the 128-token grid in the other loop order
-(:func:`~minference.kernels.sparse_attention.loop_order`), ``LAUNCH='{"num_stages": 2}'`` with other launch options.
+(:func:`~minference.kernels.vertical_slash.loop_order`), ``LAUNCH='{"num_stages": 2}'`` with other launch options.
 """
 import json
 import os
@@ -20,7 +20,7 @@ from minference.bench.index_sets import vertical_slash_indices
 from minference.bench.timing import time_reps
 from minference.index import build_vertical_slash_index
 from minference.index.tiles import vertical_slash_density
-from minference.kernels import sparse_attention as sa
+from minference.kernels import vertical_slash as sa
 from minference.patterns import VerticalSlash
 
 

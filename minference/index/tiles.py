@@ -1,6 +1,6 @@
 """How much work each kernel does: executed tiles, as a fraction of the causal tiles of dense attention.
 
-The counts mirror the kernels' loops (``minference/kernels/sparse_attention.py``), not the masks: a tile is
+The counts mirror the kernels' loops (``minference/kernels/``), not the masks: a tile is
 counted when the kernel loads it, even if most of its lanes are masked out, because that is what costs time.
 The result can therefore exceed 1 (e.g. a vertical-slash index whose column tiles mostly fall in blocks it
 also walks).

@@ -63,10 +63,11 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import sparse_attention
+    from . import a_shape, block_sparse, vertical_slash
 
     name, blocks, rows = _KERNELS[kernel]
-    fn = getattr(sparse_attention, name)
+    family = {"vertical_slash": vertical_slash, "block_sparse": block_sparse, "a_shape": a_shape}
+    fn = getattr(family[name.strip("_").removesuffix("_kernel")], name)
     options = launch_options(head_dim, _DTYPES[dtype], rows * pack)
     options = {"num_warps": num_warps or options["num_warps"], "num_stages": num_stages or options["num_stages"]}
     if pack > 1:
