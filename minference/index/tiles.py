@@ -28,12 +28,26 @@ def causal_tiles(n: int, tile: int = TILE) -> int:
     return rows * (rows + 1) // 2
 
 
+def walked_tiles(index: VerticalSlashIndex) -> torch.Tensor:
+    """``(B, H)`` int64 diagonal tiles of the index's grid (``T x T``, ``T = index.tile``) the kernel walks: per
+    query block, ``block_count`` blocks."""
+    return index.block_count.long().sum(dim=-1)
+
+
+def gathered_tiles(index: VerticalSlashIndex) -> torch.Tensor:
+    """``(B, H)`` int64 column chunks the vertical-slash kernel gathers: per query block ``ceil(column_count / T)``
+    chunks of ``T`` columns, ``T = index.tile``."""
+    return ((index.column_count.long() + index.tile - 1) // index.tile).sum(dim=-1)
+
+
 def vertical_slash_tiles(index: VerticalSlashIndex) -> torch.Tensor:
-    """``(B, H)`` int64 tiles of the index's grid (``T x T``, ``T = index.tile``): per query block,
-    ``block_count`` walked blocks plus ``ceil(column_count / T)`` column chunks."""
-    walked = index.block_count.long().sum(dim=-1)
-    gathered = ((index.column_count.long() + index.tile - 1) // index.tile).sum(dim=-1)
-    return walked + gathered
+    """``(B, H)`` int64 tiles of the index's grid: walked blocks plus gathered column chunks."""
+    return walked_tiles(index) + gathered_tiles(index)
+
+
+def block_sparse_tiles(index: BlockSparseIndex) -> torch.Tensor:
+    """``(B, H)`` int64 key blocks a block-sparse index lists, over all its query blocks."""
+    return index.block_count.long().sum(dim=-1)
 
 
 def vertical_slash_density(index: VerticalSlashIndex, n: int) -> torch.Tensor:
@@ -44,7 +58,7 @@ def vertical_slash_density(index: VerticalSlashIndex, n: int) -> torch.Tensor:
 
 def block_sparse_density(index: BlockSparseIndex, n: int, block_size: int = 64) -> torch.Tensor:
     """``(B, H)`` float64 density of a block-sparse index (``block_size`` tiles) built for length ``n``."""
-    return index.block_count.long().sum(dim=-1).double() / causal_tiles(n, block_size)
+    return block_sparse_tiles(index).double() / causal_tiles(n, block_size)
 
 
 @functools.lru_cache(maxsize=256)
@@ -78,7 +92,7 @@ def executed_tiles(n: int, per_head: list, vertical_slash_index: Optional[Vertic
         batch = batch or vertical_slash_index.block_count.shape[0]
     for block_size, index in block_indexes.items():
         # a block of block_size^2 scores costs (block_size / 64)^2 tiles of 64 x 64
-        total = total + index.block_count.long().sum() * block_size * block_size / (TILE * TILE)
+        total = total + block_sparse_tiles(index).sum() * block_size * block_size / (TILE * TILE)
         batch = batch or index.block_count.shape[0]
     host = 0
     for pattern in per_head:
