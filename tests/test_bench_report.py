@@ -122,7 +122,7 @@ def test_source_commit_is_this_checkouts_head():
 
 
 def test_rows_record_how_the_kernels_load_kv(monkeypatch):
-    from minference.bench.kernels import machine_info
+    from minference.bench.report import machine_info
 
     monkeypatch.setenv("MINFERENCE_TMA", "1")
     assert machine_info("cpu", torch.float32)["kv_loads"] == "TMA"

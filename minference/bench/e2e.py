@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import math
 import os
@@ -42,7 +41,6 @@ from .. import config as config_mod
 from ..integrations import hf, memory
 from ..patterns import AShape
 from . import report
-from .report import source_commit
 
 LENGTHS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 1_000_000)
 """The published table's prompt lengths."""
@@ -385,18 +383,11 @@ def measure_density(model, ids: torch.Tensor, options: E2ESettings) -> list:
 
 
 def machine() -> dict:
+    """:func:`~minference.bench.report.machine_info` of the GPU, with the transformers version the model ran on."""
     import transformers
-    import triton
 
-    return {
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "transformers": transformers.__version__,
-        "date": datetime.date.today().isoformat(),
-        "commit": source_commit(),
-    }
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**report.machine_info(device), "transformers": transformers.__version__}
 
 
 def run(settings: E2ESettings, progress: bool = True) -> dict:

@@ -9,9 +9,7 @@ TFLOP/s on kept work multiplies that by the density.
 
 from __future__ import annotations
 
-import datetime
 import functools
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
@@ -21,13 +19,12 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..index import TILE, build_block_sparse_index, build_vertical_slash_index
-from ..kernels.launch import tma_wanted
 from ..patterns import AShape, BlockSparse, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
 from ..patterns import vertical_slash as vertical_slash_pattern
 from . import flex as flex_masks
 from .density import a_shape_density, block_sparse_density, vertical_slash_density
-from .report import source_commit
+from .report import machine_info  # noqa: F401  (rows carry it; the kernels sweep API)
 from .index_sets import block_sparse_indices, index_set_label, load_head_stats, vertical_slash_indices
 from .shapes import DENSE_METHODS, Shape, Sweep
 from .timing import TimingConfig, input_copies, time_call
@@ -71,35 +68,6 @@ class Row:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def machine_info(device, dtype: torch.dtype) -> dict:
-    """GPU (or CPU) name and the versions that matter, for every row and the report header."""
-    import triton
-
-    device = torch.device(device)
-    info = {
-        "commit": source_commit(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "dtype": str(dtype).replace("torch.", ""),
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(
-            gpu=props.name,
-            capability=f"sm{props.major}{props.minor}",
-            gpu_memory_gib=round(props.total_memory / 2**30, 1),
-            cudnn=torch.backends.cudnn.version(),
-        )
-    else:
-        info.update(gpu=f"CPU ({platform.processor() or platform.machine()})", cuda=None)
-    # how the kernels load K/V tiles here: an A/B of the two (MINFERENCE_TMA=0 / 1) is otherwise two identical files
-    info["kv_loads"] = "TMA" if tma_wanted(device) else "pointers"
-    return info
 
 
 def budget_label(pattern) -> str:

@@ -15,7 +15,8 @@ from typing import Callable, Optional
 import torch
 
 from .index_sets import load_head_stats
-from .kernels import Inputs, Row, add_derived, dense_call, machine_info
+from .kernels import Inputs, Row, add_derived, dense_call
+from .report import machine_info
 from .shapes import DENSE_METHODS, SWEEPS, Shape
 from .timing import TimingConfig, input_copies, time_call
 
