@@ -1,4 +1,4 @@
-"""The kernel of ``tools/hopper_body_probe.py`` (dense causal attention through TMA tensor descriptors) computes
+"""The kernel of ``bench/probes/hopper_body_probe.py`` (dense causal attention through TMA tensor descriptors) computes
 causal attention, so the timings it reports are of a correct kernel."""
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import DEVICE, ON_GPU, assert_matches_reference, random_qkv
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "probes"))
 import hopper_body_probe  # noqa: E402
 
 pytestmark = pytest.mark.kernels

@@ -1,4 +1,4 @@
-"""The 128-token cover that ``tools/vs_grid_probe.py`` prices: for every pair of 64-token query blocks it lists
+"""The 128-token cover that ``bench/probes/vs_grid_probe.py`` prices: for every pair of 64-token query blocks it lists
 exactly the 128-token key blocks their walked diagonals touch (a superset of the 64-token mask, nothing more)."""
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import torch
 
 from minference.index import build_vertical_slash_index
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "probes"))
 import vs_grid_probe  # noqa: E402
 
 

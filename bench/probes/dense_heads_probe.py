@@ -1,8 +1,8 @@
-"""GPU probe: Dense heads of a mixed pattern list through SDPA (``enable_gqa``) against the window kernel at
-``local = N``, timed as whole ``sparse_attention`` calls in one process, for docs/benchmarks.md. Also times a
-vertical-slash launch at 512K on the measured set with the loop order :func:`loop_order` picks against the other.
-Usage, on a CUDA machine: ``OUT=dir python tools/dense_heads_probe.py`` (writes ``dir/denseprobe.json``).
-"""
+"""Decision measured: Dense heads of a mixed list through SDPA; loop_order(n) switches at 256K."""
+# GPU probe: Dense heads of a mixed pattern list through SDPA (``enable_gqa``) against the window kernel at
+# ``local = N``, timed as whole ``sparse_attention`` calls in one process, for docs/benchmarks.md. Also times a
+# vertical-slash launch at 512K on the measured set with the loop order :func:`loop_order` picks against the other.
+# Usage, on a CUDA machine: ``OUT=dir python bench/probes/dense_heads_probe.py`` (writes ``dir/denseprobe.json``).
 import json
 import os
 

@@ -1,8 +1,8 @@
-"""GPU probe for the notes in docs/benchmarks.md, one call: (1) vertical-slash estimation with the strided-view
-diagonal sums (library) against the gather it replaced, with a check that both choose the same indices; (2) the
-A-shape kernel with ``gqa_pack`` 1 and 2 at ``local = N`` (how ``sparse_attention`` runs Dense heads) against cuDNN.
-Usage, on a CUDA machine: ``OUT=dir python tools/estimate_and_pack_probe.py`` (writes ``dir/estpack.json``).
-"""
+"""Decision measured: diagonal sums through a strided view; GQA packing of A-shape heads."""
+# GPU probe for the notes in docs/benchmarks.md, one process: (1) vertical-slash estimation with the strided-view
+# diagonal sums (library) against the gather it replaced, with a check that both choose the same indices; (2) the
+# A-shape kernel with ``gqa_pack`` 1 and 2 at ``local = N`` (how ``sparse_attention`` runs Dense heads) against cuDNN.
+# Usage, on a CUDA machine: ``OUT=dir python bench/probes/estimate_and_pack_probe.py`` (writes ``dir/estpack.json``).
 import json
 import math
 import os

@@ -1,18 +1,18 @@
-"""GPU probe: what a vertical-slash kernel on a 128-token grid would gain or lose against the 64-token one.
-
-The 64 x 64 body tops out near 77 % of cuDNN on an H200 and the 128 x 128 one near 90 % (docs/benchmarks.md), but a
-diagonal on a 128-token grid covers four times the area per tile. This probe times the diagonal part of real index
-sets both ways, with kernels the library already has: the vertical-slash kernel over a head's block-diagonal offsets
-``P`` on the 64-token grid (one column, so the column loop is negligible), against the 128 x 128 block-sparse kernel
-over the same diagonals on a 128-token grid (query block ``M`` walks key blocks ``M - q`` for ``q`` in
-``{floor(p / 2), ceil(p / 2) : p in P}``, the smallest 128-grid cover). Their masks differ (the cover is a superset),
-so only times, areas and NaN-freedom are compared. Usage, on a CUDA machine:
-``CASES=32768:local_heavy,131072:measured OUT=dir python tools/vs_grid_probe.py`` (writes ``dir/vsgrid.json``).
-"""
+"""Decision measured: vertical-slash diagonals on the 128-token grid (WIDE_GRID_MAX_COVER)."""
+# GPU probe: what a vertical-slash kernel on a 128-token grid would gain or lose against the 64-token one.
+#
+# The 64 x 64 body tops out near 77 % of cuDNN on an H200 and the 128 x 128 one near 90 % (docs/benchmarks.md), but a
+# diagonal on a 128-token grid covers four times the area per tile. This probe times the diagonal part of real index
+# sets both ways, with kernels the library already has: the vertical-slash kernel over a head's block-diagonal offsets
+# ``P`` on the 64-token grid (one column, so the column loop is negligible), against the 128 x 128 block-sparse kernel
+# over the same diagonals on a 128-token grid (query block ``M`` walks key blocks ``M - q`` for ``q`` in
+# ``{floor(p / 2), ceil(p / 2) : p in P}``, the smallest 128-grid cover). Their masks differ (the cover is a superset),
+# so only times, areas and NaN-freedom are compared. Usage, on a CUDA machine:
+# ``CASES=32768:local_heavy,131072:measured OUT=dir python bench/probes/vs_grid_probe.py`` (writes ``dir/vsgrid.json``).
 import json
 
 import torch
-from probe_cases import inputs, run_cases, timed_row  # tools/ is on sys.path when run as a script
+from probe_cases import inputs, run_cases, timed_row  # bench/probes/ is on sys.path when run as a script
 
 from minference.bench.index_sets import vertical_slash_indices
 from minference.index import build_block_sparse_index, build_vertical_slash_index

@@ -1,15 +1,15 @@
-"""GPU probe: how fast the library's attention body can run on this card, by tile shape, for the notes in
-docs/benchmarks.md (the "kept TFLOP/s" target of issue 3).
-
-The A-shape kernel with ``sink = 0, local = N`` is dense causal attention written with the body every sparse kernel
-shares (``_attend``), and it accepts any ``BLOCK_M``/``BLOCK_N``. Timing it at several tile shapes, warps, stages and
-GQA packs, next to cuDNN and FlashAttention-2 through SDPA in the same call, bounds what the sparse kernels can reach
-with that body. The same shapes run on A-shape (128, 4096) too. SDPA's default dispatch with ``enable_gqa=True``
-(no ``repeat_kv`` copy) is timed for the Dense heads of mixed pattern lists. Every output is compared with cuDNN's.
-
-Usage, on a CUDA machine: ``OUT=dir python tools/tile_shape_probe.py`` (writes ``dir/tileprobe.json``); ``NS`` picks
-the lengths (default ``32768,131072``).
-"""
+"""Decision measured: the body's 64 x 64 tiles on 4 warps and 3 stages (launch_options)."""
+# GPU probe: how fast the library's attention body can run on this card, by tile shape, for the notes in
+# docs/benchmarks.md (the "kept TFLOP/s" target).
+#
+# The A-shape kernel with ``sink = 0, local = N`` is dense causal attention written with the body every sparse kernel
+# shares (``_attend``), and it accepts any ``BLOCK_M``/``BLOCK_N``. Timing it at several tile shapes, warps, stages and
+# GQA packs, next to cuDNN and FlashAttention-2 through SDPA in the same process, bounds what the sparse kernels can reach
+# with that body. The same shapes run on A-shape (128, 4096) too. SDPA's default dispatch with ``enable_gqa=True``
+# (no ``repeat_kv`` copy) is timed for the Dense heads of mixed pattern lists. Every output is compared with cuDNN's.
+#
+# Usage, on a CUDA machine: ``OUT=dir python bench/probes/tile_shape_probe.py`` (writes ``dir/tileprobe.json``); ``NS`` picks
+# the lengths (default ``32768,131072``).
 import json
 import os
 

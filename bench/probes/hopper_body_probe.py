@@ -1,27 +1,27 @@
-"""GPU probe: can a Triton attention body with Hopper's TMA loads and warp specialisation pass 80 % of cuDNN?
-
-Issue 3 asks the sparse kernels for 80 % of cuDNN's dense TFLOP/s on the tiles they keep. The tile-shape probe
-(``tools/tile_shape_probe.py``, docs/benchmarks.md) showed that the library's body, which loads K/V through pointer
-arithmetic, reaches 80-82 % only with 128 x 128 tiles, and 70-71 % with the 64 x 64 tiles of 64-token indexes. What
-is left is what FlashAttention-3 uses on Hopper: TMA loads (``tl.make_tensor_descriptor`` / host
-``TensorDescriptor``: one asynchronous copy per tile instead of per-thread addresses) and warp specialisation
-(``tl.range(..., warp_specialize=True)``: producer warps load while consumer warps compute). This probe times a
-dense causal forward written with them, at the tile shapes the sparse kernels could use, against cuDNN and the
-library's own body (A-shape at ``local = N``) in the same call; the library's rows run through pointer loads and
-through its own TMA descriptors (its default on sm90 since this probe's first run, docs/benchmarks.md). Two more pairs separate the cost of reading tile
-positions from an index (what the sparse kernels do): the library's block-sparse kernel with every causal block
-listed, against its body; and the TMA kernel with its tiles addressed through a list of block ids, against the same
-kernel walking them in order. Each output is compared with cuDNN's; a variant this Triton cannot compile is
-recorded with its error, not dropped.
-
-A variant worth adopting must beat the library's body at 64 x 64 (what vertical-slash and 64-token block-sparse use)
-or at 128 x 128 (128-token block-sparse): TMA takes a runtime row offset, so a block id or a block offset read from
-an index can address its tile the same way.
-
-Usage, on a CUDA machine: ``OUT=dir python tools/hopper_body_probe.py`` (writes ``dir/hopperprobe.json``); ``NS``
-picks the lengths (default ``32768,131072``). ``tests/test_probe_kernels.py`` checks every variant against the
-masked float64 reference (``pytest -m kernels``: interpreter on the CPU, bf16 on an sm90 GPU).
-"""
+"""Decision measured: K/V tiles load through TMA descriptors by default on Hopper."""
+# GPU probe: can a Triton attention body with Hopper's TMA loads and warp specialisation pass 80 % of cuDNN?
+#
+# The design asks the sparse kernels for 80 % of cuDNN's dense TFLOP/s on the tiles they keep. The tile-shape probe
+# (``bench/probes/tile_shape_probe.py``, docs/benchmarks.md) showed that the library's body, which loads K/V through pointer
+# arithmetic, reaches 80-82 % only with 128 x 128 tiles, and 70-71 % with the 64 x 64 tiles of 64-token indexes. What
+# is left is what FlashAttention-3 uses on Hopper: TMA loads (``tl.make_tensor_descriptor`` / host
+# ``TensorDescriptor``: one asynchronous copy per tile instead of per-thread addresses) and warp specialisation
+# (``tl.range(..., warp_specialize=True)``: producer warps load while consumer warps compute). This probe times a
+# dense causal forward written with them, at the tile shapes the sparse kernels could use, against cuDNN and the
+# library's own body (A-shape at ``local = N``) in the same process; the library's rows run through pointer loads and
+# through its own TMA descriptors (its default on sm90 since this probe's first run, docs/benchmarks.md). Two more pairs separate the cost of reading tile
+# positions from an index (what the sparse kernels do): the library's block-sparse kernel with every causal block
+# listed, against its body; and the TMA kernel with its tiles addressed through a list of block ids, against the same
+# kernel walking them in order. Each output is compared with cuDNN's; a variant this Triton cannot compile is
+# recorded with its error, not dropped.
+#
+# A variant worth adopting must beat the library's body at 64 x 64 (what vertical-slash and 64-token block-sparse use)
+# or at 128 x 128 (128-token block-sparse): TMA takes a runtime row offset, so a block id or a block offset read from
+# an index can address its tile the same way.
+#
+# Usage, on a CUDA machine: ``OUT=dir python bench/probes/hopper_body_probe.py`` (writes ``dir/hopperprobe.json``); ``NS``
+# picks the lengths (default ``32768,131072``). ``tests/test_probe_kernels.py`` checks every variant against the
+# masked float64 reference (``pytest -m kernels``: interpreter on the CPU, bf16 on an sm90 GPU).
 from __future__ import annotations
 
 import json
@@ -177,7 +177,7 @@ def run_length(n: int) -> list:
     return rows
 
 
-def main() -> None:  # run as a script, tools/ is on sys.path: tile_shape_probe imports from there
+def main() -> None:  # run as a script, bench/probes/ is on sys.path: tile_shape_probe imports from there
     out_dir = os.environ.get("OUT", ".")
     rows = []
     for n in (int(x) for x in os.environ.get("NS", "32768,131072").split(",")):

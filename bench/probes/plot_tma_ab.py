@@ -1,9 +1,9 @@
-"""Chart of a TMA A/B: two ``minference bench kernels`` runs of the same sweep in one GPU call, one with
-``MINFERENCE_TMA=0`` (K/V through pointers) and one with the default (tensor descriptors on sm90), drawn as each
-sparse row's TFLOP/s on kept tiles as a share of cuDNN's dense TFLOP/s in its own run, against issue 3's 80 %.
-
-Usage: ``python tools/plot_tma_ab.py POINTERS.json TMA.json OUT.png``
-"""
+"""Decision charted: the TMA A/B behind tma_wanted, kept share of cuDNN per row."""
+# Chart of a TMA A/B: two ``minference bench kernels`` runs of the same sweep in one process, one with
+# ``MINFERENCE_TMA=0`` (K/V through pointers) and one with the default (tensor descriptors on sm90), drawn as each
+# sparse row's TFLOP/s on kept tiles as a share of cuDNN's dense TFLOP/s in its own run, against the 80 % target.
+#
+# Usage: ``python bench/probes/plot_tma_ab.py POINTERS.json TMA.json OUT.png``
 import json
 import sys
 
@@ -32,7 +32,7 @@ def main(pointers: str, tma: str, out: str) -> None:
     ys = range(len(keys))
     ax.barh([y + 0.2 for y in ys], [100 * before[k] for k in keys], height=0.4, label="K/V through pointers")
     ax.barh([y - 0.2 for y in ys], [100 * after[k] for k in keys], height=0.4, label="K/V through TMA descriptors")
-    ax.axvline(80, color="black", linestyle="--", linewidth=1, label="issue 3 target (80 %)")
+    ax.axvline(80, color="black", linestyle="--", linewidth=1, label="target (80 %)")
     ax.set_yticks(list(ys), [k[1] for k in keys], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("TFLOP/s on kept tiles, % of cuDNN's dense TFLOP/s in the same run")

@@ -1,19 +1,19 @@
-"""GPU probe: the vertical-slash kernel on a 128-token grid (128-row programs on 8 warps over 128 x 128 tiles and
-128-column chunks) against the 64-token one, both against cuDNN in the same call.
-
-The 64 x 64 body tops out near 77 % of cuDNN on an H200 and the 128 x 128 one near 90 % (docs/benchmarks.md). On a
-128-token grid each diagonal block covers four times the area, so the kernel computes a little more of the matrix
-(the cover of the same slashes) in fewer, faster tiles. Rows report each grid's density (executed tiles over the
-causal tiles of that grid), its time, and its kept share of cuDNN (density x speedup): issue 3's efficiency measure.
-Usage, on a CUDA machine: ``CASES=131072:local_heavy OUT=dir python tools/vs_tile_probe.py`` (writes
-``dir/vstile.json``); ``FLIP=1`` also times the 128-token grid in the other loop order
-(:func:`~minference.kernels.vertical_slash.loop_order`), ``LAUNCH='{"num_stages": 2}'`` with other launch options.
-"""
+"""Decision measured: the 128-token vertical-slash grid up to WIDE_GRID_MAX_TOKENS."""
+# GPU probe: the vertical-slash kernel on a 128-token grid (128-row programs on 8 warps over 128 x 128 tiles and
+# 128-column chunks) against the 64-token one, both against cuDNN in the same process.
+#
+# The 64 x 64 body tops out near 77 % of cuDNN on an H200 and the 128 x 128 one near 90 % (docs/benchmarks.md). On a
+# 128-token grid each diagonal block covers four times the area, so the kernel computes a little more of the matrix
+# (the cover of the same slashes) in fewer, faster tiles. Rows report each grid's density (executed tiles over the
+# causal tiles of that grid), its time, and its kept share of cuDNN (density x speedup): the kernels' efficiency target.
+# Usage, on a CUDA machine: ``CASES=131072:local_heavy OUT=dir python bench/probes/vs_tile_probe.py`` (writes
+# ``dir/vstile.json``); ``FLIP=1`` also times the 128-token grid in the other loop order
+# (:func:`~minference.kernels.vertical_slash.loop_order`), ``LAUNCH='{"num_stages": 2}'`` with other launch options.
 import json
 import os
 
 import torch.nn.functional as F
-from probe_cases import inputs, reps_for, run_cases, timed_row  # tools/ is on sys.path when run as a script
+from probe_cases import inputs, reps_for, run_cases, timed_row  # bench/probes/ is on sys.path when run as a script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minference.bench.index_sets import vertical_slash_indices

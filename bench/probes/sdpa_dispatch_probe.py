@@ -1,11 +1,11 @@
-"""GPU probe: which SDPA backend does the default dispatch pick for the integration's dense path, and what does it
-cost against each backend pinned? The integration runs prompts below ``dense_below`` and Dense heads through
-``F.scaled_dot_product_attention(..., enable_gqa=True)`` with the default dispatch; the e2e baselines pin cuDNN.
-
-Usage, on a CUDA machine: ``OUT=dir python tools/sdpa_dispatch_probe.py`` (writes ``dir/sdpaprobe.json``); ``NS``
-picks the lengths (default ``8192,32000,131072``). Shapes: batch 1, 32 query / 8 K/V heads, head_dim 128, bf16, q/k/v
-as transformers hands them over (``(B, N, H, D)`` projections transposed to ``(B, H, N, D)`` views).
-"""
+"""Decision measured: the dense path (dense_below, Dense heads) keeps SDPA's default dispatch."""
+# GPU probe: which SDPA backend does the default dispatch pick for the integration's dense path, and what does it
+# cost against each backend pinned? The integration runs prompts below ``dense_below`` and Dense heads through
+# ``F.scaled_dot_product_attention(..., enable_gqa=True)`` with the default dispatch; the e2e baselines pin cuDNN.
+#
+# Usage, on a CUDA machine: ``OUT=dir python bench/probes/sdpa_dispatch_probe.py`` (writes ``dir/sdpaprobe.json``); ``NS``
+# picks the lengths (default ``8192,32000,131072``). Shapes: batch 1, 32 query / 8 K/V heads, head_dim 128, bf16, q/k/v
+# as transformers hands them over (``(B, N, H, D)`` projections transposed to ``(B, H, N, D)`` views).
 import json
 import os
 

@@ -1,6 +1,7 @@
-"""What the vertical-slash probes share: their inputs (Llama-3-8B head shapes, bf16, seed 0), the ``CASES``
-loop (``N:index_set`` pairs from the environment, one row list per case, the JSON rewritten after each case so a
-probe cut short by its time limit still leaves what it measured) and the timing of one variant."""
+"""Shared by the vertical-slash probes: inputs, the CASES loop and the timing of one variant."""
+# What the vertical-slash probes share: their inputs (Llama-3-8B head shapes, bf16, seed 0), the ``CASES``
+# loop (``N:index_set`` pairs from the environment, one row list per case, the JSON rewritten after each case so a
+# probe cut short by its time limit still leaves what it measured) and the timing of one variant.
 import json
 import os
 
