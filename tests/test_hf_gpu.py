@@ -103,7 +103,7 @@ def test_generate_with_the_kv_cache_on_the_cpu(llama4):
 
 @pytest.mark.slow
 def test_1m_prefill_fits_on_one_gpu():
-    """The issue's memory claim: Llama-3-8B shapes (32 layers, bf16), 1M tokens, one 80 GB GPU. The weights get the
+    """The design's memory target: Llama-3-8B shapes (32 layers, bf16), 1M tokens, one 80 GB GPU. The weights get the
     e2e benchmark's local q/k bias: plain random attention would make vertical-slash nearly dense and the run take
     over ten minutes, without changing what is allocated."""
     model, _, weights = e2e.build_model(locality=e2e.DEFAULT_LOCALITY)

@@ -103,7 +103,7 @@ def add_derived(rows: Sequence[Row]) -> None:
         for method in DENSE_METHODS:
             base = dense.get(key(row, method))
             setattr(row, f"speedup_vs_{method}", base / row.ms if base else None)
-        # issue 3's efficiency measure: TFLOP/s on the kept tiles over cuDNN's dense TFLOP/s at the same shape
+        # the kernels' efficiency target: TFLOP/s on the kept tiles over cuDNN's dense TFLOP/s at the same shape
         if row.density is not None and row.speedup_vs_sdpa_cudnn is not None:
             row.kept_share_of_cudnn = row.density * row.speedup_vs_sdpa_cudnn
         base = (

@@ -119,7 +119,7 @@ SWEEPS: dict[str, Sweep] = {
             dense_max_n=512 * K,
             flex_max_n=128 * K,
             random_max_n=256 * K,
-            description="Issue 3: 8K-1M at batch 1, 8K-128K at batch 4 (larger batch-4 runs exceed 80 GB).",
+            description="The targets' grid: 8K-1M at batch 1, 8K-128K at batch 4 (larger batch-4 runs exceed 80 GB).",
         ),
         Sweep(
             "quick",
