@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import DEVICE, ON_GPU, assert_matches_reference, random_qkv
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "probes"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "probes"))
 import hopper_body_probe  # noqa: E402
 
 pytestmark = pytest.mark.kernels

@@ -122,7 +122,7 @@ def test_a_gguf_file_is_named_by_its_model_and_a_missing_one_is_refused(tmp_path
 def _harness(monkeypatch):
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "evals"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "evals"))
     import harness
 
     return harness
@@ -142,7 +142,7 @@ def test_the_shipped_thresholds_accept_the_h200_measurements_they_were_derived_f
 
     harness = _harness(monkeypatch)
     monkeypatch.delenv("MINFERENCE_EVAL_MODEL", raising=False)
-    path = Path(__file__).resolve().parents[1] / "docs" / "data" / "evals-h200" / f"{suite}-smollm2-135m-instruct.json"
+    path = Path(__file__).resolve().parents[2] / "docs" / "data" / "evals-h200" / f"{suite}-smollm2-135m-instruct.json"
     store = ResultStore(path)
     measured = {(r["task"], r["length"]) for r in store.records.values()}
     lengths = {length for _, length in measured}

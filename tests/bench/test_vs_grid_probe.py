@@ -8,7 +8,7 @@ import torch
 
 from minference.index import build_vertical_slash_index
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "probes"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "probes"))
 import vs_grid_probe  # noqa: E402
 
 
