@@ -9,11 +9,11 @@ import torch
 
 
 @pytest.fixture(scope="session")
-def bench_session():
-    """One :class:`minference.bench.suite.BenchSession` for the whole run (inputs and baselines are
+def suite_state():
+    """One :class:`minference.bench.suite.SuiteState` for the whole run (inputs and baselines are
     shared)."""
     if not torch.cuda.is_available():
         pytest.skip("kernel benchmarks need a CUDA GPU")
-    from minference.bench.suite import BenchSession
+    from minference.bench.suite import SuiteState
 
-    return BenchSession()
+    return SuiteState()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's kernel sweep on one GPU in one call: table (markdown), JSON and chart under $OUT.
+# The full kernel sweep on one GPU in one run: table (markdown), JSON and chart under $OUT.
 #
 #   OUT=/tmp/out bash bench/run_gpu_suite.sh                # full sweep, stops starting rows after $MINUTES
 #   SWEEP=quick MINUTES=4 OUT=/tmp/out bash bench/run_gpu_suite.sh

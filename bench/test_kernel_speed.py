@@ -60,14 +60,14 @@ def _dense_cases():
 
 
 @pytest.mark.parametrize("shape, method", list(_dense_cases()))
-def test_dense(benchmark, bench_session, shape, method):
+def test_dense(benchmark, suite_state, shape, method):
     benchmark.group = f"attention {shape.label}"
     try:
-        call = dense_call(method, bench_session.inputs_for(shape), "cuda")
+        call = dense_call(method, suite_state.inputs_for(shape), "cuda")
     except RuntimeError as error:
         pytest.skip(f"{method} unavailable here: {error}")
     ms = run_benchmark(benchmark, call)
-    bench_session.baselines.setdefault((shape, method), ms)
+    suite_state.baselines.setdefault((shape, method), ms)
     record(
         benchmark,
         make_row(
@@ -81,39 +81,39 @@ def test_dense(benchmark, bench_session, shape, method):
             backend="sdpa",
             note=getattr(call, "note", ""),
         ),
-        bench_session,
+        suite_state,
         shape,
     )
 
 
 @pytest.mark.parametrize("shape, pattern, index_set, method", list(_pattern_cases()))
-def test_sparse(benchmark, bench_session, shape, pattern, index_set, method):
+def test_sparse(benchmark, suite_state, shape, pattern, index_set, method):
     benchmark.group = f"attention {shape.label}"
-    inputs = bench_session.inputs_for(shape)
+    inputs = suite_state.inputs_for(shape)
     one_set = dataclasses.replace(
         SWEEP, index_sets=(index_set,) if index_set != "static" else SWEEP.index_sets
     )
     label, density, ours, make_flex = next(
-        pattern_cases(pattern, one_set, shape, "cuda", bench_session.stats)
+        pattern_cases(pattern, one_set, shape, "cuda", suite_state.stats)
     )
     budget = budget_label(pattern)
     if method == "flex":
         block_mask, density = make_flex()
         flex = flex_masks.flex_attention_compiled()
         ms = run_benchmark(benchmark, lambda rep: flex(*inputs(rep), block_mask=block_mask, enable_gqa=True))
-        bench_session.baselines[("flex", shape, pattern.name, budget, label)] = ms
+        suite_state.baselines[("flex", shape, pattern.name, budget, label)] = ms
         record(
             benchmark,
             make_row(
                 "flex", pattern.name, budget, label, shape, density=density, ms=ms, backend="flex_attention"
             ),
-            bench_session,
+            suite_state,
             shape,
         )
         return
     estimate_ms = 0.0
     if not isinstance(pattern, AShape):
-        estimate_ms = bench_session.baseline_ms(
+        estimate_ms = suite_state.baseline_ms(
             ("estimate", shape, pattern), estimate_call(pattern, inputs, shape.n)
         )
     ms = run_benchmark(benchmark, lambda rep: ours(inputs, rep))
@@ -130,6 +130,6 @@ def test_sparse(benchmark, bench_session, shape, pattern, index_set, method):
             estimate_ms=estimate_ms,
             backend="triton",
         ),
-        bench_session,
+        suite_state,
         shape,
     )

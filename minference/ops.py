@@ -1,4 +1,5 @@
-"""Sparse attention ops: check inputs, group heads by pattern, estimate, build the index, launch.
+"""Sparse attention ops: check inputs, build the index, launch; :func:`sparse_attention` runs a plan
+(:mod:`minference.planning`).
 
 Every op takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs the Triton kernels on CUDA tensors and, on
 CPU tensors, a torch implementation of the same mask (dense attention restricted to the index's mask, in row
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from . import reference
 from ._device_cache import device_tensor
-from ._checks import HALF_DTYPES, check_index, check_kernel_inputs, check_positive_int, check_qkv, check_seqlens
+from ._checks import check_index, check_positive_int, check_qkv, check_seqlens
 from .index import (
     TILE,
     VerticalSlashIndex,
@@ -23,28 +24,16 @@ from .index import (
     build_vertical_slash_index,
     vertical_slash_index_mask_rows,
 )
-from .index.tiles import a_shape_tiles, causal_tiles, vertical_slash_tiles
 from .index.vertical_slash import check_tile
-from .kernels._utils import launch_options, shared_memory_fits, tile_shared_bytes
 from .kernels.gqa_pack import check_pack, default_pack, plan_packs
-from .patterns import AShape, BlockSparse, Dense, VerticalSlash
+from .kernels import launch
+from .kernels.launch import WIDE_GRID_MAX_TOKENS, default_vertical_slash_tile  # noqa: F401  (documented ops API)
+from .patterns import AShape, BlockSparse, Dense, VerticalSlash  # noqa: F401  (the ops API names them)
 from .patterns import a_shape as a_shape_pattern
 from .patterns import block_sparse as block_sparse_pattern
 from .patterns import vertical_slash as vertical_slash_pattern
 from .patterns.block_sparse import BLOCK_SIZES
-
-BACKENDS = ("auto", "triton", "torch")
-PatternSpec = Union[AShape, VerticalSlash, BlockSparse, Dense, Sequence[Union[AShape, VerticalSlash, BlockSparse, Dense]]]
-
-
-def _resolve_backend(backend: str, q: torch.Tensor) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        backend = "triton" if q.is_cuda else "torch"
-    if backend == "triton":
-        check_kernel_inputs(q)
-    return backend
+from .planning import BACKENDS, WIDE_GRID_MAX_COVER, PatternSpec, Plan, plan, resolve_backend, resolve_tile  # noqa: F401
 
 
 def _outputs(q: torch.Tensor, out: Optional[torch.Tensor], return_lse: bool):
@@ -111,7 +100,6 @@ def vertical_slash_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    rows_per_program: Optional[int] = None,
     tile: Optional[int] = None,
 ):
     """Causal attention over chosen key columns and diagonals (the kernel's tiles, see :func:`vertical_slash_mask`).
@@ -126,10 +114,6 @@ def vertical_slash_attention(
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
         validate: check index ranges and lengths (one host synchronisation); hot paths pass ``False``.
         out: optional preallocated ``(B, Hq, N, D)`` output.
-        rows_per_program: 64, or 128 for Triton programs that serve two query blocks of the 64-token grid (each
-            key tile loaded once for both, 8 warps). The same function. ``None`` (default) is 64: 128 measured
-            slower on an H200 (docs/benchmarks.md). Shapes whose 128-row query tile would not fit in shared memory
-            (float32 at head_dim 256) run 64-row programs. Giving it without ``tile`` means the 64-token grid.
         tile: the grid diagonals are kept on, 64 or 128 tokens (:func:`vertical_slash_mask`): the 128-token grid
             keeps a superset of the 64-token one's entries. ``None`` (default):
             :func:`default_vertical_slash_tile`, which depends on the device: pass it for one mask everywhere.
@@ -141,10 +125,9 @@ def vertical_slash_attention(
         TypeError, ValueError: naming the offending argument (shapes, dtypes, devices, ranges, backend).
     """
     check_qkv(q, k, v)
-    backend = _resolve_backend(backend, q)
+    backend = resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
-    _check_rows_per_program(rows_per_program)
-    tile = _resolve_tile(tile, q, backend, rows_per_program)
+    tile = resolve_tile(tile, q, backend)
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, q.device, validate)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, q.device, validate)
     seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
@@ -152,13 +135,7 @@ def vertical_slash_attention(
     out, lse = _outputs(q, out, return_lse)
     all_heads = list(range(heads))
     if backend == "triton":
-        from .kernels.sparse_attention import vertical_slash_pair_forward
-
-        head_map = device_tensor(range(heads), q.device)
-        if tile == TILE and _pair_programs(rows_per_program, q):
-            vertical_slash_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
-        else:
-            _vertical_slash_launch(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
+        _vertical_slash_launch(q, k, v, index, device_tensor(range(heads), q.device), out, lse, seqlens, sm_scale)
     else:
         rows = lambda start, end: vertical_slash_index_mask_rows(index, n, start, end)  # noqa: E731
         _torch_forward(q, k, v, all_heads, rows, out, lse, seqlens, sm_scale)
@@ -179,134 +156,23 @@ def vertical_slash_mask(
     return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens, tile=tile)
 
 
-WIDE_GRID_MAX_TOKENS = 262144
-"""The longest prompt :func:`default_vertical_slash_tile` puts on the 128-token grid."""
-
-
-def default_vertical_slash_tile(q: torch.Tensor) -> int:
-    """The grid vertical-slash ops keep diagonals on for inputs like ``q`` when not told: 128 tokens up to
-    :data:`WIDE_GRID_MAX_TOKENS` where whole 128 x 128 programs run with their full pipeline (CUDA, half precision,
-    head_dim <= 128, 224 KiB of shared memory: H100/H200, not A100 or consumer cards), else 64. It depends on the
-    inputs, not on the backend, so both backends compute the same function for the same inputs.
-
-    Measured on an H200 (bf16, 32/8 heads, head_dim 128, budgets (1000, 6096), docs/benchmarks.md): at 32K-256K
-    the 128-token grid computes 0.7-6 % more entries and runs 1.03-1.12x faster on both index sets. Beyond, the
-    measured set's diagonals spread out, and a lone diagonal costs twice the area on the wider grid: at 512K its
-    cover is 24 % larger and 0.93x as fast, at 1M 48 % and 0.78x (the local-heavy set still gains 1.13x there).
-    """
-    return 2 * TILE if _wide_grid_possible(q) and q.shape[2] <= WIDE_GRID_MAX_TOKENS else TILE
-
-
-def _wide_grid_possible(q: torch.Tensor) -> bool:
-    """Whether the default may put ``q``'s vertical-slash heads on the 128-token grid: CUDA tensors whose 128 x 128
-    programs keep the launcher's pipeline (:func:`_wide_tiles_fit`)."""
-    return q.is_cuda and _wide_tiles_fit(q)
-
-
-WIDE_GRID_MAX_COVER = 1.10
-"""Where :func:`sparse_attention` counts the tiles anyway (its ``dense_above`` check), it puts the vertical-slash
-heads on the 128-token grid, at any length, when that grid's cover is at most this many times the 64-token one's
-(both in 64 x 64 tiles). On an H200 the 128 x 128 body runs at 90.5 % of cuDNN against 77.3 % for 64 x 64 (1.17x);
-the vertical-slash kernel's speedup on the wider grid times its cover came to 1.04-1.15. Every grid pair measured agrees with this rule (sixth session
-of 2026-11-29, docs/benchmarks.md): covers of 1.007-1.060 ran 1.03-1.13x faster on the 128-token grid, from 32K to
-1M, covers of 1.236 and 1.481 (spread diagonals at 512K and 1M) 0.93x and 0.78x as fast."""
-
-
-def vertical_slash_grids(q: torch.Tensor, tile: Optional[int], counting: bool) -> tuple:
-    """The grids to build vertical-slash indexes on for ``q``: ``tile`` when given, both where a tile count will
-    choose (``counting``, on a device that runs 128 x 128 programs), else :func:`default_vertical_slash_tile`."""
-    if tile is not None:
-        return (tile,)
-    return (TILE, 2 * TILE) if counting and _wide_grid_possible(q) else (default_vertical_slash_tile(q),)
-
-
-def grid_by_cover(tiles_per_grid: dict) -> int:
-    """The grid to run, from ``{grid: executed 64 x 64 tiles}`` of the same heads: the 128-token one when its cover
-    is at most :data:`WIDE_GRID_MAX_COVER` times the 64-token one's (the only grid when one is given)."""
-    if len(tiles_per_grid) == 1:
-        return next(iter(tiles_per_grid))
-    return 2 * TILE if tiles_per_grid[2 * TILE] <= WIDE_GRID_MAX_COVER * tiles_per_grid[TILE] else TILE
-
-
-def _resolve_tile(tile: Optional[int], q: torch.Tensor, backend: str, rows_per_program: Optional[int]) -> int:
-    """``tile`` checked, or chosen (:func:`default_vertical_slash_tile`; the 64-token grid when
-    ``rows_per_program`` is given, whose pair programs walk that grid). A 128-token grid asked of the Triton
-    backend must fit in shared memory with at least one K/V stage."""
-    if tile is None:
-        return TILE if rows_per_program is not None else default_vertical_slash_tile(q)
-    check_tile(tile)
-    if tile == 2 * TILE:
-        if rows_per_program == TILE:
-            raise ValueError("rows_per_program=64 needs tile=64: the 128-token grid runs 128-row programs")
-        if backend == "triton" and _wide_stages(q) is None:
-            raise ValueError(f"tile=128 needs a 128 x 128 program in shared memory; {q.dtype} at head_dim "
-                             f"{q.shape[-1]} does not fit on {q.device}: use tile=64")
-    return tile
-
-
-def _wide_stages(q: torch.Tensor) -> Optional[int]:
-    """The most K/V stages, up to the launcher's, with which a 128 x 128 program fits (None if not even one)."""
-    launcher = launch_options(q.shape[-1], q.dtype, 2 * TILE).get("num_stages", 1)  # none under the interpreter
-    return next((depth for depth in range(launcher, 0, -1) if _program_fits(2 * TILE, 2 * TILE, q, depth)), None)
-
-
 def _vertical_slash_launch(q, k, v, index: VerticalSlashIndex, head_map, out, lse, seqlens, sm_scale) -> None:
     """The vertical-slash kernel over ``index``; on the 128-token grid with fewer K/V stages where the launcher's
     do not fit (an explicit ``tile=128`` on an A100, float32)."""
-    from .kernels.sparse_attention import vertical_slash_forward
+    from .kernels.vertical_slash import vertical_slash_forward
 
-    launch = None
-    launcher_stages = launch_options(q.shape[-1], q.dtype, 2 * TILE).get("num_stages")  # none under the interpreter
+    options = None
+    launcher_stages = launch.launch_options(q.shape[-1], q.dtype, 2 * TILE).get("num_stages")  # none: interpreter
     if index.tile != TILE and launcher_stages is not None:
-        stages = _wide_stages(q)
+        stages = launch.wide_tile_stages(q)
         if stages != launcher_stages:
-            launch = {"num_stages": stages}
-    vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale, launch=launch)
+            options = {"num_stages": stages}
+    vertical_slash_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale, launch=options)
 
 
-def _check_rows_per_program(rows_per_program: Optional[int]) -> None:
-    if rows_per_program is None:
-        return
-    check_positive_int("rows_per_program", rows_per_program)
-    if rows_per_program not in (64, 128):
-        raise ValueError(f"rows_per_program must be 64 or 128, got {rows_per_program}")
-
-
-def _program_fits(rows: int, keys: int, q: torch.Tensor, stages: Optional[int] = None) -> bool:
-    """Whether a program of ``rows`` query rows over ``keys``-key tiles, with ``stages`` K/V stages (default: those
-    the launcher gives it), fits in the shared memory of ``q``'s device (the interpreter has no limit). One rule for every wider program:
-    GQA packs, query-block pairs, 128 x 128 tiles. It counts what sm90 allocates; older architectures allocate less
-    for the same program (a 64-row bf16 program at head_dim 128: 88 KiB on sm86 against 112 KiB on sm90, compiled
-    with Triton 3.9), so there it errs towards the narrower program, never towards a launch that cannot start."""
-    head_dim = q.shape[-1]
-    if stages is None:
-        stages = launch_options(head_dim, q.dtype, rows).get("num_stages", 1)  # none under the interpreter
-    return shared_memory_fits(tile_shared_bytes(rows, keys, head_dim, q.dtype, stages), q.device)
-
-
-def _pair_programs(rows_per_program: Optional[int], q: torch.Tensor) -> bool:
-    """Whether to launch 128-row programs: asked for, and they fit in shared memory (float32 at head_dim 256 needs
-    256 KiB, more than the 227 KiB of an H100/H200)."""
-    return rows_per_program == 128 and _program_fits(2 * TILE, TILE, q)
-
-
-def _wide_block_programs(rows_per_program: Optional[int], block_size: int, q: torch.Tensor) -> bool:
-    """Whether 128-token blocks run as whole 128 x 128 tiles on 8 warps: by default (``rows_per_program`` None) and
-    when asked for (128), in half precision at head_dim <= 128, where the query tile and three K/V stages fit in the
-    device's shared memory (224 KiB at head_dim 128: H100/H200 yes, A100 no). Measured on an H200 (bf16, head_dim
-    128, 32K and 128K, batch 1 and 4, docs/benchmarks.md): 1.25-1.32x faster than two 64-row programs per block,
-    and 1.05-1.10x faster than 64-token blocks of the same coverage (top_k 100 against 50)."""
-    if rows_per_program == 64 or block_size != 2 * TILE:
-        return False
-    return _wide_tiles_fit(q)
-
-
-def _wide_tiles_fit(q: torch.Tensor) -> bool:
-    """Whether 128 x 128 programs are the fast choice for ``q``: in half precision at head_dim <= 128, where the
-    query tile and the launcher's three K/V stages fit in shared memory (224 KiB at head_dim 128)."""
-    if q.dtype not in HALF_DTYPES or q.shape[-1] > 128:
-        return False
-    return _program_fits(2 * TILE, 2 * TILE, q)
+def _wide_blocks(block_size: int, q: torch.Tensor) -> bool:
+    """Whether 128-token blocks run as whole 128 x 128 tiles on 8 warps (:func:`~.launch.wide_tiles_fit`)."""
+    return block_size == 2 * TILE and launch.wide_tiles_fit(q)
 
 
 def _check_block_size(block_size: int) -> None:
@@ -328,29 +194,21 @@ def block_sparse_attention(
     backend: str = "auto",
     validate: bool = True,
     out: Optional[torch.Tensor] = None,
-    rows_per_program: Optional[int] = None,
 ):
     """Causal attention over chosen key blocks (see :func:`block_sparse_mask`).
 
     Args:
         block_idx: ``(B, Hq, ceil(N / block_size), K)`` key-block ids per query block in ``[-1, R)``; ``-1`` marks
             an unused slot; ids right of the query block are causally empty; the diagonal block is always kept.
-        block_size: tokens per block, one of 16, 32, 64, 128.
-        rows_per_program: query rows per Triton program, 64 or 128; the same function either way. ``None``
-            (default): 128 for 128-token blocks where whole 128 x 128 tiles fit (float16/bfloat16 at head_dim
-            <= 128, with the shared memory of an H100/H200; measured 1.25-1.32x faster on an H200), 64 elsewhere.
-            With ``block_size`` 64, 128 rows serve two query blocks through the union of their lists (measured
-            0.60-0.95x of 64 rows on an H200, so only on request; float32 at head_dim 256 keeps 64 rows, for shared
-            memory). With ``block_size`` 128 and 64 rows, two programs each load every listed block as two 64-key
-            tiles.
+        block_size: tokens per block, one of 16, 32, 64, 128. 128-token blocks run one 128-row Triton program
+            per query block where whole 128 x 128 tiles fit (float16/bfloat16 at head_dim <= 128, with the shared
+            memory of an H100/H200; measured 1.25-1.32x faster on an H200), elsewhere two 64-row programs that each
+            load every listed block as two 64-key tiles. The same function either way.
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
-    backend = _resolve_backend(backend, q)
+    backend = resolve_backend(backend, q)
     _check_block_size(block_size)
-    _check_rows_per_program(rows_per_program)
-    if rows_per_program == 128 and block_size not in (64, 128):
-        raise ValueError(f"rows_per_program=128 needs block_size 64 or 128, got block_size {block_size}")
     batch, heads, n, _ = q.shape
     blocks = -(-n // block_size)
     check_index("block_idx", block_idx.flatten(2, 3) if block_idx.dim() == 4 else block_idx,
@@ -361,14 +219,10 @@ def block_sparse_attention(
     index = build_block_sparse_index(block_idx)
     out, lse = _outputs(q, out, return_lse)
     if backend == "triton":
-        from .kernels.sparse_attention import block_sparse_forward, block_sparse_pair_forward
+        from .kernels.block_sparse import block_sparse_forward
 
-        head_map = device_tensor(range(heads), q.device)
-        if block_size == 64 and _pair_programs(rows_per_program, q):
-            block_sparse_pair_forward(q, k, v, index, head_map, out, lse, seqlens, sm_scale)
-        else:
-            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale,
-                                 wide=_wide_block_programs(rows_per_program, block_size, q))
+        block_sparse_forward(q, k, v, index, block_size, device_tensor(range(heads), q.device), out, lse, seqlens,
+                             sm_scale, wide=_wide_blocks(block_size, q))
     else:
         rows = lambda start, end: block_sparse_index_mask_rows(index, n, block_size, start, end)  # noqa: E731
         _torch_forward(q, k, v, range(heads), rows, out, lse, seqlens, sm_scale)
@@ -427,7 +281,7 @@ def a_shape_attention(
         Other arguments as in :func:`vertical_slash_attention`.
     """
     check_qkv(q, k, v)
-    backend = _resolve_backend(backend, q)
+    backend = resolve_backend(backend, q)
     batch, heads, n, _ = q.shape
     sinks = _per_head_values("sink", sink, heads, 0)
     locals_ = [min(w, n) for w in _per_head_values("local", local, heads, 1)]
@@ -444,9 +298,9 @@ def _a_shape_heads(q, k, v, heads: list, sinks: list, locals_: list, out, lse, s
     of ``pack`` (same K/V head and budget) run through the packed kernel where it fits, the rest one per program."""
     n = q.shape[2]
     if backend == "triton":
-        from .kernels.sparse_attention import a_shape_forward
+        from .kernels.a_shape import a_shape_forward
 
-        if pack > 1 and _program_fits(pack * TILE, TILE, q):
+        if pack > 1 and launch.program_fits(pack * TILE, TILE, q):
             plan = plan_packs(heads, sinks, locals_, q.shape[1] // k.shape[1], pack)
             if plan.packed_heads:
                 a_shape_forward(q, k, v, device_tensor(plan.sinks, q.device), device_tensor(plan.locals, q.device),
@@ -477,35 +331,6 @@ def a_shape_mask(
     _per_head_values("sink", sink, heads, 0)
     _per_head_values("local", local, heads, 1)
     return a_shape_pattern.mask(n, sink, local, batch=batch, seqlens=seqlens)
-
-
-def _per_head_patterns(patterns: PatternSpec, heads: int) -> list:
-    known = (AShape, VerticalSlash, BlockSparse, Dense)
-    if isinstance(patterns, known):
-        return [patterns] * heads
-    if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Sequence):
-        raise TypeError(f"patterns must be a pattern or a list of {heads} patterns, got {type(patterns).__name__}")
-    patterns = list(patterns)
-    if len(patterns) != heads:
-        raise ValueError(f"patterns must list one pattern per query head ({heads}), got {len(patterns)}")
-    for i, pattern in enumerate(patterns):
-        if not isinstance(pattern, known):
-            raise TypeError(f"patterns[{i}] must be AShape, VerticalSlash, BlockSparse or Dense, got {pattern!r}")
-    return patterns
-
-
-def _check_dense_above(dense_above) -> None:
-    if dense_above is None:
-        return
-    if isinstance(dense_above, bool) or not isinstance(dense_above, (int, float)) or not dense_above >= 0:
-        raise ValueError(f"dense_above must be None or a number >= 0 (a fraction of the causal tiles), got {dense_above!r}")
-
-
-def _check_dense_below(dense_below) -> None:
-    if dense_below is None:
-        return
-    if isinstance(dense_below, bool) or not isinstance(dense_below, int) or dense_below < 0:
-        raise ValueError(f"dense_below must be None or an int >= 0 (a number of tokens), got {dense_below!r}")
 
 
 def _dense_into(q, k, v, sm_scale, out):
@@ -544,49 +369,6 @@ def _dense_heads_through_sdpa(q, k, v, heads: list, out, sm_scale) -> None:
         dense = F.scaled_dot_product_attention(q.index_select(1, index), k[:, kv], v[:, kv], is_causal=True,
                                                scale=sm_scale, enable_gqa=True)
         out.index_copy_(1, index, dense)
-
-
-def _dense_heads_to_sdpa(q, per_head: list, sdpa_can_stand_in: bool, backend: str) -> bool:
-    """Whether the Dense heads of a mixed list run through SDPA rather than the window kernel at ``local = N``.
-    Measured on an H200 (bf16, 32 query / 8 K/V heads, docs/benchmarks.md): SDPA's default dispatch with
-    ``enable_gqa`` (cuDNN there) is 1.25x faster than the packed window kernel at 128K and 1.29x at 32K. Only
-    where SDPA computes the same output: no ``seqlens``, no lse; float32 keeps the kernel's exact products."""
-    return (sdpa_can_stand_in and backend == "triton" and q.is_cuda and q.dtype in HALF_DTYPES
-            and any(isinstance(p, Dense) for p in per_head))
-
-
-def _counted_tiles(n: int, batch: int, per_head: list, vertical_slash_indexes: dict, block_indexes: dict) -> tuple:
-    """``(tiles of every head but the vertical-slash ones, {grid: tiles of the vertical-slash heads on it})``, in
-    64 x 64 tiles over a batch of ``batch`` rows, read to the host in one synchronisation."""
-    others = _executed_tiles(n, per_head, None, block_indexes, batch)
-    per_grid = [_executed_tiles(n, [], index, {}) for index in vertical_slash_indexes.values()]
-    device = next(iter(vertical_slash_indexes.values())).block_count.device if vertical_slash_indexes else None
-    values = torch.stack([torch.as_tensor(t, dtype=torch.float64, device=device) for t in [others, *per_grid]])
-    values = values.tolist()  # the one host synchronisation
-    return values[0], dict(zip(vertical_slash_indexes, values[1:]))
-
-
-def _executed_tiles(n: int, per_head: list, vertical_slash_index, block_indexes: dict,
-                    batch: Optional[int] = None) -> torch.Tensor:
-    """Tiles the launches would execute, summed over batch and heads, in units of 64 x 64 tiles (a 0-d tensor on
-    the index's device; A-shape and dense heads are counted on the host, exactly as their kernel walks them, for
-    ``batch`` rows: by default the indexes' batch)."""
-    total = 0
-    if vertical_slash_index is not None:
-        scale = (vertical_slash_index.tile // TILE) ** 2  # a 128 x 128 tile costs four of 64 x 64
-        total = total + vertical_slash_tiles(vertical_slash_index).sum() * scale
-        batch = batch or vertical_slash_index.block_count.shape[0]
-    for block_size, index in block_indexes.items():
-        # a block of block_size^2 scores costs (block_size / 64)^2 tiles of 64 x 64
-        total = total + index.block_count.long().sum() * block_size * block_size / (TILE * TILE)
-        batch = batch or index.block_count.shape[0]
-    host = 0
-    for pattern in per_head:
-        if isinstance(pattern, AShape):
-            host += a_shape_tiles(n, pattern.sink, min(pattern.local, n))
-        elif isinstance(pattern, Dense):
-            host += causal_tiles(n)
-    return total + host * (batch or 1)
 
 
 def sparse_attention(
@@ -636,81 +418,54 @@ def sparse_attention(
         ``out (B, Hq, N, D)`` or ``(out, lse)``.
     """
     check_qkv(q, k, v)
-    batch, heads, n, _ = q.shape
-    per_head = _per_head_patterns(patterns, heads)
-    backend = _resolve_backend(backend, q)
-    seqlens = check_seqlens(seqlens, batch, n, q.device, validate)
-    _check_dense_above(dense_above)
-    _check_dense_below(dense_below)
-    tile = _resolve_tile(vertical_slash_tile, q, backend, None)
+    return run(plan(q, k, patterns, seqlens=seqlens, sm_scale=sm_scale, return_lse=return_lse, backend=backend,
+                    validate=validate, dense_above=dense_above, dense_below=dense_below,
+                    vertical_slash_tile=vertical_slash_tile), q, k, v, out=out)
 
-    sdpa_can_stand_in = seqlens is None and not return_lse
-    if sdpa_can_stand_in and dense_below is not None and n < dense_below:
+
+def run(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, out: Optional[torch.Tensor] = None):
+    """Execute ``plan`` (from :func:`minference.planning.plan` on these ``q``, ``k``) with values ``v``: one launch per
+    head group, or exact dense attention where the plan says so.
+
+    Returns:
+        ``out (B, Hq, N, D)`` or ``(out, lse)`` when the plan was made with ``return_lse``.
+    """
+    sm_scale, seqlens, backend, n = plan.sm_scale, plan.seqlens, plan.backend, q.shape[2]
+    if plan.dense is not None:
         return _dense_into(q, k, v, sm_scale, out)
-    if all(isinstance(p, Dense) for p in per_head) and sdpa_can_stand_in and out is None:
+    if plan.all_heads_dense and plan.sdpa_can_stand_in and out is None:  # no copy into a given output
         return _dense_into(q, k, v, sm_scale, None)
 
-    vertical_slash_heads = [h for h, p in enumerate(per_head) if isinstance(p, VerticalSlash)]
-    dense_to_sdpa = _dense_heads_to_sdpa(q, per_head, sdpa_can_stand_in, backend)
-    window_types = AShape if dense_to_sdpa else (AShape, Dense)
-    window_heads = [h for h, p in enumerate(per_head) if isinstance(p, window_types)]
-    block_sizes = sorted({p.block_size for p in per_head if isinstance(p, BlockSparse)})
-    block_groups = {
-        size: [h for h, p in enumerate(per_head) if isinstance(p, BlockSparse) and p.block_size == size]
-        for size in block_sizes
-    }
-
-    counting = dense_above is not None and sdpa_can_stand_in
-    vertical_slash_indexes = {}  # grid -> index; both grids where the tile count below picks one
-    if vertical_slash_heads:
-        vertical_idx, slash_idx = vertical_slash_pattern.estimate(
-            q, k, [per_head[h] for h in vertical_slash_heads], vertical_slash_heads, seqlens=seqlens, sm_scale=sm_scale
-        )
-        vertical_slash_indexes = {grid: build_vertical_slash_index(n, vertical_idx, slash_idx, grid)
-                                  for grid in vertical_slash_grids(q, vertical_slash_tile, counting)}
-    block_indexes = {}
-    for block_size, group in block_groups.items():
-        block_idx = block_sparse_pattern.estimate(
-            q, k, [per_head[h] for h in group], group, seqlens=seqlens, sm_scale=sm_scale
-        )
-        block_indexes[block_size] = build_block_sparse_index(block_idx)
-
-    if counting:
-        others, per_grid = _counted_tiles(n, batch, per_head, vertical_slash_indexes, block_indexes)
-        if per_grid:
-            tile = grid_by_cover(per_grid)
-        if others + per_grid.get(tile, 0.0) > dense_above * causal_tiles(n) * batch * heads:
-            return _dense_into(q, k, v, sm_scale, out)
-    vertical_slash_index = vertical_slash_indexes.get(tile)
-
-    out, lse = _outputs(q, out, return_lse)
+    out, lse = _outputs(q, out, plan.return_lse)
+    vertical_slash_index = plan.vertical_slash_index
     if vertical_slash_index is not None:
+        heads = plan.vertical_slash_heads
         if backend == "triton":
-            head_map = device_tensor(vertical_slash_heads, q.device)
-            _vertical_slash_launch(q, k, v, vertical_slash_index, head_map, out, lse, seqlens, sm_scale)
+            _vertical_slash_launch(q, k, v, vertical_slash_index, device_tensor(heads, q.device), out, lse, seqlens,
+                                   sm_scale)
         else:
             rows = lambda start, end: vertical_slash_index_mask_rows(vertical_slash_index, n, start, end)  # noqa: E731
-            _torch_forward(q, k, v, vertical_slash_heads, rows, out, lse, seqlens, sm_scale)
+            _torch_forward(q, k, v, heads, rows, out, lse, seqlens, sm_scale)
 
-    for block_size, index in block_indexes.items():
-        group = block_groups[block_size]
+    for block_size, index in plan.block_indexes.items():
+        group = plan.block_sparse_heads[block_size]
         if backend == "triton":
-            from .kernels.sparse_attention import block_sparse_forward
+            from .kernels.block_sparse import block_sparse_forward
 
-            head_map = device_tensor(group, q.device)
-            block_sparse_forward(q, k, v, index, block_size, head_map, out, lse, seqlens, sm_scale,
-                                 wide=_wide_block_programs(None, block_size, q))
+            block_sparse_forward(q, k, v, index, block_size, device_tensor(group, q.device), out, lse, seqlens,
+                                 sm_scale, wide=_wide_blocks(block_size, q))
         else:
             rows = lambda start, end, index=index, bs=block_size: block_sparse_index_mask_rows(  # noqa: E731
                 index, n, bs, start, end
             )
             _torch_forward(q, k, v, group, rows, out, lse, seqlens, sm_scale)
 
-    if dense_to_sdpa:
-        _dense_heads_through_sdpa(q, k, v, [h for h, p in enumerate(per_head) if isinstance(p, Dense)], out, sm_scale)
-    if window_heads:
-        sinks = [per_head[h].sink if isinstance(per_head[h], AShape) else 0 for h in window_heads]
-        windows = [per_head[h].local if isinstance(per_head[h], AShape) else n for h in window_heads]
-        _a_shape_heads(q, k, v, window_heads, sinks, [min(w, n) for w in windows], out, lse, seqlens, sm_scale,
+    if plan.sdpa_heads:
+        _dense_heads_through_sdpa(q, k, v, plan.sdpa_heads, out, sm_scale)
+    if plan.window_heads:
+        per_head = plan.patterns
+        sinks = [per_head[h].sink if isinstance(per_head[h], AShape) else 0 for h in plan.window_heads]
+        windows = [per_head[h].local if isinstance(per_head[h], AShape) else n for h in plan.window_heads]
+        _a_shape_heads(q, k, v, plan.window_heads, sinks, [min(w, n) for w in windows], out, lse, seqlens, sm_scale,
                        backend, default_pack(q.shape[-1], q.dtype))
-    return _result(out, lse, return_lse)
+    return _result(out, lse, plan.return_lse)

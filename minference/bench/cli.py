@@ -78,7 +78,7 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
         "--sweep",
         choices=sorted(SWEEPS),
         default="quick",
-        help="declared sweep (default quick; full = issue 3's 8K-1M grid)",
+        help="declared sweep (default quick; full = the 8K-1M grid)",
     )
     parser.add_argument("--n", type=_arg_type(_sizes), help="override the lengths, e.g. 8K,32K,128K")
     parser.add_argument("--batch", type=_arg_type(_sizes), help="override the batch sizes, e.g. 1,4")
@@ -92,11 +92,6 @@ def add_kernels_arguments(parser: argparse.ArgumentParser) -> None:
         "--a-shape-pack",
         type=_arg_type(_sizes),
         help="GQA pack sizes for the A-shape rows, e.g. 1,2 (default: the library's choice for the head dim; 1 = unpacked)",
-    )
-    parser.add_argument(
-        "--rows-per-program",
-        type=_arg_type(_sizes),
-        help="rows per vertical-slash / block-sparse program, e.g. 64,128 (default: the library's choice)",
     )
     parser.add_argument(
         "--block-sparse",
@@ -158,8 +153,6 @@ def build_sweep(args):
         changes["flex"] = False
     if args.a_shape_pack:
         changes["a_shape_packs"] = tuple(args.a_shape_pack)
-    if args.rows_per_program:
-        changes["rows_per_program"] = tuple(args.rows_per_program)
     for name in ("dense", "flex", "random"):
         if hasattr(args, f"{name}_max_n"):
             changes[f"{name}_max_n"] = getattr(args, f"{name}_max_n")

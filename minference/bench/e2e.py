@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import math
 import os
@@ -41,9 +40,8 @@ import torch
 from .. import baselines
 from .. import config as config_mod
 from ..integrations import hf, memory
-from ..patterns import AShape, BlockSparse, VerticalSlash
+from ..patterns import AShape
 from . import report
-from .report import source_commit
 
 LENGTHS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 1_000_000)
 """The published table's prompt lengths."""
@@ -358,32 +356,23 @@ def time_prefill(model, ids: torch.Tensor, runs: int = 3, warmup: int = 1) -> di
 def head_density(q: torch.Tensor, k: torch.Tensor, patterns: Sequence, *, vertical_slash_tile=None,
                  counting: bool = False) -> list:
     """Executed-tile density of each query head's pattern on this input (``(1, Hq, N, D)`` q, ``(1, Hkv, N, D)`` k),
-    counted as :mod:`minference.bench.density` does (what the kernels load). Vertical-slash heads are counted on the
-    grid :func:`~minference.ops.sparse_attention` runs them on, given its ``vertical_slash_tile`` and whether it
-    counts tiles (``counting``: a ``dense_above`` threshold on an unpadded prompt)."""
-    from ..index import build_block_sparse_index, build_vertical_slash_index
-    from ..ops import _counted_tiles, grid_by_cover, vertical_slash_grids
-    from ..patterns import block_sparse as block_sparse_pattern
-    from ..patterns import vertical_slash as vertical_slash_pattern
+    counted as :mod:`minference.bench.density` does (what the kernels load), from the plan
+    :func:`~minference.ops.sparse_attention` runs: vertical-slash heads on its grid, given its
+    ``vertical_slash_tile`` and whether it counts tiles (``counting``: a ``dense_above`` threshold on an unpadded
+    prompt)."""
+    from ..planning import plan
     from .density import a_shape_density, block_sparse_density, vertical_slash_density
 
     n = q.shape[2]
+    layer = plan(q, k, list(patterns), backend="torch", validate=False, vertical_slash_tile=vertical_slash_tile,
+                 count_tiles=counting)
     result = [1.0] * len(patterns)
-    vs = [h for h, p in enumerate(patterns) if isinstance(p, VerticalSlash)]
-    if vs:
-        vertical, slash = vertical_slash_pattern.estimate(q, k, [patterns[h] for h in vs], vs)
-        indexes = {grid: build_vertical_slash_index(n, vertical, slash, grid)
-                   for grid in vertical_slash_grids(q, vertical_slash_tile, counting)}
-        grid = grid_by_cover(_counted_tiles(n, q.shape[0], [], indexes, {})[1])  # as sparse_attention chooses
-        values = vertical_slash_density(indexes[grid], n)[0].tolist()
-        for h, value in zip(vs, values):
+    if layer.vertical_slash_index is not None:
+        values = vertical_slash_density(layer.vertical_slash_index, n)[0].tolist()
+        for h, value in zip(layer.vertical_slash_heads, values):
             result[h] = value
-    for size in sorted({p.block_size for p in patterns if isinstance(p, BlockSparse)}):
-        heads = [h for h, p in enumerate(patterns) if isinstance(p, BlockSparse) and p.block_size == size]
-        blocks = block_sparse_pattern.estimate(q, k, [patterns[h] for h in heads], heads)
-        for h, value in zip(
-            heads, block_sparse_density(build_block_sparse_index(blocks), n, size)[0].tolist()
-        ):
+    for size, index in layer.block_indexes.items():
+        for h, value in zip(layer.block_sparse_heads[size], block_sparse_density(index, n, size)[0].tolist()):
             result[h] = value
     for h, p in enumerate(patterns):
         if isinstance(p, AShape):
@@ -432,18 +421,11 @@ def measure_density(model, ids: torch.Tensor, options: E2ESettings) -> list:
 
 
 def machine() -> dict:
+    """:func:`~minference.bench.report.machine_info` of the GPU, with the transformers version the model ran on."""
     import transformers
-    import triton
 
-    return {
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "transformers": transformers.__version__,
-        "date": datetime.date.today().isoformat(),
-        "commit": source_commit(),
-    }
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**report.machine_info(device), "transformers": transformers.__version__}
 
 
 def run(settings: E2ESettings, progress: bool = True) -> dict:

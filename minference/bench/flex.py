@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ..index import BlockSparseIndex, VerticalSlashIndex
+from ..patterns import a_shape as a_shape_pattern
 
 FLEX_BLOCK = 128
 
@@ -127,7 +128,7 @@ def a_shape_block_mask(n: int, sink: int, local: int, device):
     partial, full = partial.view(1, 1, rows, rows), full.view(1, 1, rows, rows)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return (kv_idx <= q_idx) & ((kv_idx < sink) | (q_idx - kv_idx < local))
+        return a_shape_pattern.keeps(q_idx, kv_idx, sink, local)
 
     return _block_mask(partial, full, mask_mod, n), _density(partial, n)
 

@@ -50,6 +50,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..patterns import BlockSparse, VerticalSlash
+from .profiles import SINK_COLUMNS, slash_edges
 from .shapes import INDEX_SETS
 
 DATA_FILE = os.path.join(os.path.dirname(__file__), "data", "smollm2_8k_head_stats.json")
@@ -225,10 +226,8 @@ def measured_vertical_slash(
     profiles_or_stats, n: int, batch: int, heads: int, pattern: VerticalSlash, *, seed: int = 0, device="cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Vertical-slash indices from captured profiles: a statistics document, or a list of per-head profiles
-    (one layer, as :func:`minference.bench.capture.head_profiles` returns, used in head order)."""
+    (one layer, as :func:`minference.bench.profiles.head_profiles` returns, used in head order)."""
     if isinstance(profiles_or_stats, list):
-        from .capture import SINK_COLUMNS, slash_edges
-
         profiles = profiles_or_stats[:heads]
         slash, vertical, temperature = _weights(profiles, slash_edges(n), SINK_COLUMNS, n, n, device)
     else:

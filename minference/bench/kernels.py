@@ -9,9 +9,7 @@ TFLOP/s on kept work multiplies that by the density.
 
 from __future__ import annotations
 
-import datetime
 import functools
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
@@ -21,13 +19,12 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..index import TILE, build_block_sparse_index, build_vertical_slash_index
-from ..kernels._utils import tma_wanted
 from ..patterns import AShape, BlockSparse, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
 from ..patterns import vertical_slash as vertical_slash_pattern
 from . import flex as flex_masks
 from .density import a_shape_density, block_sparse_density, vertical_slash_density
-from .report import source_commit
+from .report import machine_info  # noqa: F401  (rows carry it; the kernels sweep API)
 from .index_sets import block_sparse_indices, index_set_label, load_head_stats, vertical_slash_indices
 from .shapes import DENSE_METHODS, Shape, Sweep
 from .timing import TimingConfig, input_copies, time_call
@@ -73,35 +70,6 @@ class Row:
         return asdict(self)
 
 
-def machine_info(device, dtype: torch.dtype) -> dict:
-    """GPU (or CPU) name and the versions that matter, for every row and the report header."""
-    import triton
-
-    device = torch.device(device)
-    info = {
-        "commit": source_commit(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "dtype": str(dtype).replace("torch.", ""),
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(
-            gpu=props.name,
-            capability=f"sm{props.major}{props.minor}",
-            gpu_memory_gib=round(props.total_memory / 2**30, 1),
-            cudnn=torch.backends.cudnn.version(),
-        )
-    else:
-        info.update(gpu=f"CPU ({platform.processor() or platform.machine()})", cuda=None)
-    # how the kernels load K/V tiles here: an A/B of the two (MINFERENCE_TMA=0 / 1) is otherwise two identical files
-    info["kv_loads"] = "TMA" if tma_wanted(device) else "pointers"
-    return info
-
-
 def budget_label(pattern) -> str:
     """``v=1000 s=6096`` / ``top_k=100 bs=64`` / ``sink=128 local=4096``."""
     if isinstance(pattern, VerticalSlash):
@@ -135,7 +103,7 @@ def add_derived(rows: Sequence[Row]) -> None:
         for method in DENSE_METHODS:
             base = dense.get(key(row, method))
             setattr(row, f"speedup_vs_{method}", base / row.ms if base else None)
-        # issue 3's efficiency measure: TFLOP/s on the kept tiles over cuDNN's dense TFLOP/s at the same shape
+        # the kernels' efficiency target: TFLOP/s on the kept tiles over cuDNN's dense TFLOP/s at the same shape
         if row.density is not None and row.speedup_vs_sdpa_cudnn is not None:
             row.kept_share_of_cudnn = row.density * row.speedup_vs_sdpa_cudnn
         base = (
@@ -213,14 +181,12 @@ def estimate_call(pattern, inputs: Inputs, n: int) -> Callable[[int], object]:
     return run
 
 
-def _vertical_slash_call(inputs: Inputs, rep: int, vertical_idx, slash_idx, rows: Optional[int] = None):
-    return ops.vertical_slash_attention(*inputs(rep), vertical_idx, slash_idx, validate=False, out=inputs.out,
-                                        rows_per_program=rows)
+def _vertical_slash_call(inputs: Inputs, rep: int, vertical_idx, slash_idx):
+    return ops.vertical_slash_attention(*inputs(rep), vertical_idx, slash_idx, validate=False, out=inputs.out)
 
 
-def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int, rows: Optional[int] = None):
-    return ops.block_sparse_attention(*inputs(rep), block_idx, block_size, validate=False, out=inputs.out,
-                                      rows_per_program=rows)
+def _block_sparse_call(inputs: Inputs, rep: int, block_idx, block_size: int):
+    return ops.block_sparse_attention(*inputs(rep), block_idx, block_size, validate=False, out=inputs.out)
 
 
 def _a_shape_call(inputs: Inputs, rep: int, sink: int, local: int, pack: Optional[int] = None):
@@ -231,8 +197,8 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats,
                   dtype: torch.dtype = torch.bfloat16) -> Iterator[tuple]:
     """``(index set label, density, our call maker, flex mask maker)`` for each index set of ``pattern``; the flex
     maker is None for a row Flex cannot run and False where Flex was already timed on the same mask. Vertical-slash
-    rows at the library's choice of program run on its grid for ``dtype`` inputs on ``device``
-    (:func:`~minference.ops.default_vertical_slash_tile`); a forced program height on the 64-token grid."""
+    rows run on the library's grid for ``dtype`` inputs on ``device``
+    (:func:`~minference.ops.default_vertical_slash_tile`)."""
     n = shape.n
     if isinstance(pattern, AShape):
         sink, local = pattern.sink, min(pattern.local, n)
@@ -255,40 +221,24 @@ def pattern_cases(pattern, sweep: Sweep, shape: Shape, device, stats,
             )
             # the op decides by the inputs' device, dtype, head_dim and length: one element stands in for them
             inputs_like = torch.empty(1, 1, 1, shape.head_dim, dtype=dtype, device=device).expand(1, 1, n, -1)
-            default_tile = ops.default_vertical_slash_tile(inputs_like)
-            indexes = {tile: build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
-                       for tile in {default_tile, TILE}}
-            # density counts the 64-row walk for pair programs; a 128-row pair also computes the masked half of
-            # one-half tiles
-            for i, rows in enumerate(sweep.rows_per_program):
-                index = indexes[default_tile if rows is None else TILE]
-                yield (
-                    _rows_label(label, rows) + ("" if index.tile == TILE else f", tile={index.tile}"),
-                    float(vertical_slash_density(index, n).mean()),
-                    functools.partial(_vertical_slash_call, vertical_idx=vertical_idx, slash_idx=slash_idx, rows=rows),
-                    functools.partial(flex_masks.vertical_slash_block_mask, index, n) if i == 0 else False,
-                )
+            index = build_vertical_slash_index(n, vertical_idx, slash_idx, ops.default_vertical_slash_tile(inputs_like))
+            yield (
+                label + ("" if index.tile == TILE else f", tile={index.tile}"),
+                float(vertical_slash_density(index, n).mean()),
+                functools.partial(_vertical_slash_call, vertical_idx=vertical_idx, slash_idx=slash_idx),
+                functools.partial(flex_masks.vertical_slash_block_mask, index, n),
+            )
         else:
             block_idx = block_sparse_indices(
                 name, n, shape.batch, shape.heads, pattern, device=device, stats=stats
             )
             index = build_block_sparse_index(block_idx)
-            density = float(block_sparse_density(index, n, pattern.block_size).mean())
-            # 128-row programs: pairs of 64-token query blocks, or whole 128-token blocks as 128 x 128 tiles
-            for i, rows in enumerate(sweep.rows_per_program if pattern.block_size in (64, 128) else (None,)):
-                yield (
-                    _rows_label(label, rows),
-                    density,
-                    functools.partial(_block_sparse_call, block_idx=block_idx, block_size=pattern.block_size,
-                                      rows=rows),
-                    functools.partial(flex_masks.block_sparse_block_mask, index, n, pattern.block_size)
-                    if i == 0 else False,
-                )
-
-
-def _rows_label(label: str, rows: Optional[int]) -> str:
-    """Rows at the library's choice carry the index set's label alone; a forced program height is named."""
-    return label if rows is None else f"{label}, rows={rows}"
+            yield (
+                label,
+                float(block_sparse_density(index, n, pattern.block_size).mean()),
+                functools.partial(_block_sparse_call, block_idx=block_idx, block_size=pattern.block_size),
+                functools.partial(flex_masks.block_sparse_block_mask, index, n, pattern.block_size),
+            )
 
 
 def _required_bytes(shape: Shape, copies: int, element_size: int) -> int:

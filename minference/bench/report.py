@@ -1,9 +1,13 @@
-"""Benchmark output: the markdown table, the JSON document (written atomically) and the latency chart."""
+"""Benchmark output: the machine line, the markdown table, the JSON document (written atomically) and the latency chart."""
 
 from __future__ import annotations
 
+import datetime
 import math
+import platform
 from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import torch
 
 from .._files import atomic_write, atomic_write_json, atomic_write_text
 
@@ -93,6 +97,38 @@ def source_commit() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit.stdout.split()[1] + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def machine_info(device, dtype: Optional[torch.dtype] = None) -> dict:
+    """GPU (or CPU) name and the versions that matter, for every row and report header of the kernel sweeps and
+    the end-to-end benchmark (``dtype``: the inputs' dtype where one sweep has one)."""
+    import triton
+
+    from ..kernels.launch import tma_wanted
+
+    device = torch.device(device)
+    info = {
+        "commit": source_commit(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        **({"dtype": str(dtype).replace("torch.", "")} if dtype is not None else {}),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            gpu=props.name,
+            capability=f"sm{props.major}{props.minor}",
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cudnn=torch.backends.cudnn.version(),
+        )
+    else:
+        info.update(gpu=f"CPU ({platform.processor() or platform.machine()})", cuda=None)
+    # how the kernels load K/V tiles here: an A/B of the two (MINFERENCE_TMA=0 / 1) is otherwise two identical files
+    info["kv_loads"] = "TMA" if tma_wanted(device) else "pointers"
+    return info
 
 
 def machine_line(machine: Mapping) -> str:

@@ -77,9 +77,6 @@ class Sweep:
         random_max_n: above this N the ``random`` set is skipped (it is nearly dense, so as slow as dense).
         a_shape_packs: GQA pack sizes to time the A-shape kernel with: ``None`` (default) the library's choice for
             the head dim (rows labelled ``static``), 1 or 2 that size (``static, gqa_pack=P``; 1 = unpacked).
-        rows_per_program: rows per vertical-slash and block-sparse program to time: ``None`` (default) the
-            library's choice (rows labelled with the index set only), 64 or 128 that many (``..., rows=R``;
-            block-sparse only with 64- or 128-token blocks).
     """
 
     name: str
@@ -92,7 +89,6 @@ class Sweep:
     flex_max_n: Optional[int] = None
     random_max_n: Optional[int] = None
     a_shape_packs: tuple[Optional[int], ...] = (None,)
-    rows_per_program: tuple[Optional[int], ...] = (None,)
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -100,8 +96,6 @@ class Sweep:
             raise ValueError("shapes must list at least one Shape")
         if not self.a_shape_packs or any(p is not None and p not in PACKS for p in self.a_shape_packs):
             raise ValueError(f"a_shape_packs must list sizes among {PACKS}, got {self.a_shape_packs}")
-        if not self.rows_per_program or any(r not in (None, 64, 128) for r in self.rows_per_program):
-            raise ValueError(f"rows_per_program must list 64 and/or 128, got {self.rows_per_program}")
         unknown = [s for s in self.index_sets if s not in INDEX_SETS]
         if unknown:
             raise ValueError(f"index_sets must be among {INDEX_SETS}, got {unknown}")
@@ -125,7 +119,7 @@ SWEEPS: dict[str, Sweep] = {
             dense_max_n=512 * K,
             flex_max_n=128 * K,
             random_max_n=256 * K,
-            description="Issue 3: 8K-1M at batch 1, 8K-128K at batch 4 (larger batch-4 runs exceed 80 GB).",
+            description="The targets' grid: 8K-1M at batch 1, 8K-128K at batch 4 (larger batch-4 runs exceed 80 GB).",
         ),
         Sweep(
             "quick",

@@ -1,7 +1,7 @@
 """What the pytest-benchmark kernel suite (``bench/test_kernel_speed.py``) shares: the sweep, one shape's inputs
 at a time, baselines timed once, and turning a benchmark into a full row in ``extra_info``.
 
-``MINFERENCE_BENCH_SWEEP`` picks the sweep (default ``quick``; ``full`` is issue 3's grid). Nothing here
+``MINFERENCE_BENCH_SWEEP`` picks the sweep (default ``quick``; ``full`` is the 8K-1M grid of the targets). Nothing here
 touches the GPU at import time, and pytest is not imported: ``benchmark`` is pytest-benchmark's fixture
 object.
 """
@@ -15,7 +15,8 @@ from typing import Callable, Optional
 import torch
 
 from .index_sets import load_head_stats
-from .kernels import Inputs, Row, add_derived, dense_call, machine_info
+from .kernels import Inputs, Row, add_derived, dense_call
+from .report import machine_info
 from .shapes import DENSE_METHODS, SWEEPS, Shape
 from .timing import TimingConfig, input_copies, time_call
 
@@ -25,7 +26,7 @@ DTYPE = torch.bfloat16
 TIMING = TimingConfig()
 
 
-class BenchSession:
+class SuiteState:
     """Inputs of the current shape (one shape in memory at a time) and per-shape baseline times."""
 
     def __init__(self):
@@ -50,7 +51,7 @@ class BenchSession:
         return self.inputs
 
     def baseline_ms(self, key: tuple, fn: Callable[[int], object]) -> float:
-        """Median ms of ``fn`` timed once per session under ``key`` (dense baselines, estimation)."""
+        """Median ms of ``fn`` timed once per run under ``key`` (dense baselines, estimation)."""
         if key not in self.baselines:
             self.baselines[key] = time_call(fn, "cuda", TIMING).median_ms
         return self.baselines[key]
@@ -103,12 +104,12 @@ def run_benchmark(benchmark, call: Callable[[int], object]) -> float:
     return benchmark.stats.stats.median * 1e3
 
 
-def record(benchmark, row: Row, session: BenchSession, shape: Shape) -> None:
+def record(benchmark, row: Row, state: SuiteState, shape: Shape) -> None:
     """Fill the row's derived fields against this shape's baselines and store every field in
     ``extra_info``."""
-    row.machine = session.machine
-    others = session.dense_rows(shape) if row.method not in DENSE_METHODS else []
-    flex_ms = session.baselines.get(("flex", shape, row.pattern, row.budget, row.index_set))
+    row.machine = state.machine
+    others = state.dense_rows(shape) if row.method not in DENSE_METHODS else []
+    flex_ms = state.baselines.get(("flex", shape, row.pattern, row.budget, row.index_set))
     if flex_ms is not None and row.method == "minference":
         others.append(
             make_row("flex", row.pattern, row.budget, row.index_set, shape, density=None, ms=flex_ms)

@@ -83,7 +83,7 @@ def time_call(fn: Callable[[int], object], device, config: Optional[TimingConfig
 
 def time_reps(fn: Callable[[], object], reps: int, device="cuda") -> Timing:
     """``reps`` timed calls of ``fn()`` after one untimed call, however slow each call is: the GPU probes in
-    ``tools/`` compare variants at a fixed repetition count."""
+    ``bench/probes/`` compare variants at a fixed repetition count."""
     config = TimingConfig(warmup=1, min_reps=reps, max_reps=reps, long_call_s=math.inf)
     return time_call(lambda rep: fn(), device, config)
 

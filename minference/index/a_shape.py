@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from ..patterns.a_shape import keeps
+
 
 def a_shape_index_mask_rows(
     sink: torch.Tensor, local: torch.Tensor, n: int, row_start: int, row_end: int
@@ -16,4 +18,4 @@ def a_shape_index_mask_rows(
     cols = torch.arange(n, device=device).view(1, 1, 1, -1)
     sink = sink.long().view(1, -1, 1, 1)
     local = local.long().view(1, -1, 1, 1)
-    return (cols <= rows) & ((cols < sink) | (rows - cols < local))
+    return keeps(rows, cols, sink, local)

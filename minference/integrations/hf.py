@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from .. import config as config_mod
 from ..index.vertical_slash import check_tile
-from ..ops import BACKENDS, _check_dense_above, sparse_attention
+from ..ops import sparse_attention
+from ..planning import BACKENDS, check_dense_above
 from ..patterns import AShape, Dense
 from . import memory
 from .architectures import architecture, decoder_layers
@@ -396,7 +397,7 @@ def patch(
     resolved = config_mod.resolve(config, model.config, starting_layer)
     types = _attn_types(attn_type, resolved.num_layers)
     config_mod._check_int("dense_below", dense_below, 0)
-    _check_dense_above(dense_above)
+    check_dense_above(dense_above)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if vertical_slash_tile is not None:

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Optional
 
 from .. import config as config_mod
 from ..index.vertical_slash import check_tile
-from ..ops import BACKENDS, _check_dense_above
+from ..planning import BACKENDS, check_dense_above
 from .hf import DEFAULT_DENSE_ABOVE, DEFAULT_DENSE_BELOW
 
 ADDITIONAL_CONFIG_KEY = "minference"
@@ -99,7 +99,7 @@ def parse_settings(data: Mapping[str, Any], model_config) -> EngineSettings:
     dense_below = data.get("dense_below", DEFAULT_DENSE_BELOW)
     config_mod._check_int("dense_below", dense_below, 0)
     dense_above = data.get("dense_above", DEFAULT_DENSE_ABOVE)
-    _check_dense_above(dense_above)
+    check_dense_above(dense_above)
     backend = data.get("backend", "auto")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

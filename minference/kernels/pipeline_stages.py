@@ -23,22 +23,20 @@ import sys
 import torch
 
 from ..patterns.vertical_slash import TILE
-from ._utils import block_head_dim, dot_precision, interpreting, launch_options
+from ._utils import block_head_dim, dot_precision, interpreting
+from .launch import launch_options
 
 # pointer arguments and their element types; every other non-constexpr argument is an i32 (or the fp32 scale)
 _POINTERS = {
     "Lse": "*fp32", "HeadMap": "*i32", "Seqlens": "*i32",
     "BlockOffsets": "*i32", "BlockCount": "*i32", "BlockPresent": "*i8", "Columns": "*i32", "ColumnCount": "*i32",
     "Blocks": "*i32", "Sinks": "*i32", "Locals": "*i32",
-    "UnionOffsets": "*i32", "UnionBits": "*i8", "UnionCount": "*i32", "UnionBlocks": "*i32",
 }
 # kernel name, its block constants, and the query rows of one program (what the launcher sizes warps by)
 _KERNELS = {
     "vertical_slash": ("_vertical_slash_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
     "block_sparse": ("_block_sparse_kernel", {"BLOCK_SIZE": TILE, "BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
     "a_shape": ("_a_shape_kernel", {"BLOCK_M": TILE, "BLOCK_N": TILE}, TILE),
-    "vertical_slash_pair": ("_vertical_slash_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
-    "block_sparse_pair": ("_block_sparse_pair_kernel", {"BLOCK_N": TILE}, 2 * TILE),
     "vertical_slash_wide": ("_vertical_slash_kernel", {"BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE}, 2 * TILE),
     "block_sparse_wide": ("_block_sparse_kernel", {"BLOCK_SIZE": 2 * TILE, "BLOCK_M": 2 * TILE, "BLOCK_N": 2 * TILE},
                           2 * TILE),
@@ -65,10 +63,11 @@ def compile_ttgir(kernel: str, *, arch: int = 90, head_dim: int = 128, dtype: st
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import sparse_attention
+    from . import a_shape, block_sparse, vertical_slash
 
     name, blocks, rows = _KERNELS[kernel]
-    fn = getattr(sparse_attention, name)
+    family = {"vertical_slash": vertical_slash, "block_sparse": block_sparse, "a_shape": a_shape}
+    fn = getattr(family[name.strip("_").removesuffix("_kernel")], name)
     options = launch_options(head_dim, _DTYPES[dtype], rows * pack)
     options = {"num_warps": num_warps or options["num_warps"], "num_stages": num_stages or options["num_stages"]}
     if pack > 1:

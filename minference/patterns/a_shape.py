@@ -27,6 +27,13 @@ class AShape(Pattern):
         check_positive_int("local", self.local, minimum=1)
 
 
+def keeps(i, j, sink, local):
+    """The A-shape predicate on broadcastable integer tensors of query positions ``i`` and key positions ``j``:
+    causal, and the key is a sink (``j < sink``) or inside the window (``i - j < local``). The one definition the
+    dense mask, the torch backend's rows and the Flex block mask evaluate; the Triton kernel applies it per tile."""
+    return (j <= i) & ((j < sink) | (i - j < local))
+
+
 def mask(
     n: int,
     sink: Union[int, Sequence[int], torch.Tensor],
@@ -46,7 +53,7 @@ def mask(
     sink_t, local_t = sink_t.expand(heads), local_t.expand(heads)
     i = torch.arange(n, device=sink_t.device).view(n, 1)
     j = torch.arange(n, device=sink_t.device).view(1, n)
-    keep = torch.stack([(j <= i) & ((j < s) | (i - j < w)) for s, w in zip(sink_t.tolist(), local_t.tolist())])
+    keep = torch.stack([keeps(i, j, s, w) for s, w in zip(sink_t.tolist(), local_t.tolist())])
     keep = keep.unsqueeze(0).expand(batch, heads, n, n)
     return clip_to_lengths(keep, seqlens)
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
-from ..index import TILE, BlockSparseIndex, VerticalSlashIndex
+from ..index import TILE, BlockSparseIndex, VerticalSlashIndex, tiles
 from ..patterns import AShape, BlockSparse, Dense, VerticalSlash
 
 KINDS = ("a_shape", "vertical_slash", "block_sparse", "dense")
@@ -147,24 +145,17 @@ def _is_power_of_4(x: int) -> bool:
 
 def dense_tiles(n: int) -> dict:
     """Tiles of dense causal attention on ``n`` tokens."""
-    blocks = -(-n // TILE)
-    return {"walked": blocks * (blocks + 1) / 2, "gathered": 0.0, "estimate": 0.0}
+    return {"walked": float(tiles.causal_tiles(n)), "gathered": 0.0, "estimate": 0.0}
 
 
 def a_shape_tiles(n: int, sink: int, local: int) -> dict:
     """Tiles the A-shape kernel walks for one head: per query block its sink blocks and its window blocks."""
-    blocks = -(-n // TILE)
-    m = torch.arange(blocks)
-    sink_blocks = torch.clamp(torch.full_like(m, -(-sink // TILE)), max=m + 1)
-    window_start = torch.maximum((m * TILE - local + 1).clamp_min(0) // TILE, torch.full_like(m, -(-sink // TILE)))
-    walked = sink_blocks + (m - window_start + 1).clamp_min(0)
-    return {"walked": float(walked.sum()), "gathered": 0.0, "estimate": 0.0}
+    return {"walked": float(tiles.a_shape_tiles(n, sink, local)), "gathered": 0.0, "estimate": 0.0}
 
 
 def vertical_slash_tiles(index: VerticalSlashIndex, n: int) -> list[dict]:
     """Tiles per head of a ``(1, H, ...)`` vertical-slash index: walked blocks, gathered column tiles, estimation."""
-    walked = index.block_count[0].sum(dim=-1, dtype=torch.int64)
-    gathered = ((index.column_count[0].long() + TILE - 1) // TILE).sum(dim=-1)
+    walked, gathered = tiles.walked_tiles(index)[0], tiles.gathered_tiles(index)[0]
     estimate = float(-(-n // TILE))
     return [
         {"walked": float(w), "gathered": float(g), "estimate": estimate}
@@ -178,7 +169,7 @@ def block_sparse_tiles(index: BlockSparseIndex, block_size: int = TILE) -> list[
     if block_size not in SEARCHED_BLOCK_SIZES:
         raise ValueError(f"block_size must be one of {SEARCHED_BLOCK_SIZES}, got {block_size}")
     blocks = index.block_count.shape[-1]
-    listed = index.block_count[0].sum(dim=-1, dtype=torch.int64)
+    listed = tiles.block_sparse_tiles(index)[0]
     estimation = {"estimate": 0.0, "block_pairs": blocks * blocks / 8192, "pooled_blocks": float(blocks)}
     if block_size == TILE:
         return [{"walked": float(w), "gathered": 0.0, **estimation} for w in listed.tolist()]
