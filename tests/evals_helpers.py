@@ -32,10 +32,10 @@ class WordTokenizer:
         return "".join(out)
 
 
-def tiny_llama_checkpoint(folder, layers: int = 3):
-    """A random 64-wide Llama with a byte-level tokenizer saved as a transformers folder (loads like a real one)."""
+def byte_tokenizer():
+    """A byte-level BPE tokenizer with no merges: every byte one token, ids 1-256 (0 is ``<s>``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {"<s>": 0}
     for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
@@ -43,10 +43,17 @@ def tiny_llama_checkpoint(folder, layers: int = 3):
     inner = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     inner.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>")
+
+
+def tiny_llama_checkpoint(folder, layers: int = 3):
+    """A random 64-wide Llama with :func:`byte_tokenizer` saved as a transformers folder (loads like a real one)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=257, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
                          rope_theta=50000.0)
     LlamaForCausalLM(config).save_pretrained(folder)
-    PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>").save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
     return folder

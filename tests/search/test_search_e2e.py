@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from evals_helpers import byte_tokenizer
 from minference import config as config_io
 from minference import config_show
 from minference.search import cli as search_cli
@@ -17,16 +18,7 @@ LENGTH = 384
 
 
 def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<s>": 0}
-    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[char] = len(vocab)
-    inner = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    inner.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>")
+    return byte_tokenizer()
 
 
 def _model():
