@@ -1,4 +1,4 @@
-"""Resuming eval results: records are reused only under the settings they were made with (issue #6).
+"""Resuming eval results: records are reused only under the settings they were made with.
 
 The CLI runs end to end on a word tokenizer, a fake model and a stub generator, so each test takes well under a second.
 """
