@@ -45,7 +45,6 @@ def current_settings(vllm_config=None) -> Optional[integration.EngineSettings]:
     Raises:
         TypeError, ValueError: as :func:`minference.integrations.vllm.parse_settings`.
     """
-    import json
 
     if vllm_config is None:
         from vllm.config import get_current_vllm_config

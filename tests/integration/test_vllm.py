@@ -68,7 +68,7 @@ def prompts(folder):
 def run_engine(folder, prompts: dict, extra: dict) -> dict:
     """Start an engine, generate greedily for every prompt in one ``generate`` call (so short and long prompts
     share steps), shut it down; returns ``{name: (token_ids, logprobs)}`` and the backend counters."""
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     vllm_backend.reset_stats()
     llm = LLM(model=folder, max_model_len=4096, max_num_batched_tokens=4096, enforce_eager=True, dtype="float32",
