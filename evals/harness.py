@@ -29,6 +29,7 @@ else:  # pragma: no cover
 
 from minference.evals import cli as eval_cli
 from minference.evals.models import model_name
+from minference.evals.report import finished_tasks
 from minference.evals.results import ResultStore
 from minference.evals.runner import ppl_by_method
 
@@ -115,13 +116,15 @@ def run_benchmark(benchmark: str, lengths, tasks=None) -> ResultStore:
 
 
 def cell_scores(store: ResultStore, task: str, length: int) -> dict:
-    """Method -> score of one (task, length) cell; ``average`` averages over tasks, ``ppl`` gives perplexity."""
+    """Method -> score of one (task, length) cell; ``average`` averages over the tasks every method finished,
+    ``ppl`` gives perplexity."""
     if task == "ppl":
         return {m: points[length] for m, points in ppl_by_method(store).items() if length in points}
     scores = store.scores()
+    finished = finished_tasks(store)[length]  # an average compares the tasks every method finished
     out = {}
     for method, cells in scores.items():
-        values = [v for (t, n), v in cells.items() if n == length and (task == "average" or t == task)]
+        values = [v for (t, n), v in cells.items() if n == length and (t == task or task == "average" and t in finished)]
         if values:
             out[method] = sum(values) / len(values)
     return out

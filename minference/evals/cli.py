@@ -1,6 +1,7 @@
 """``minference eval needle|ruler|infinitebench|ppl``: run a benchmark, sparse vs dense, and write results.
 
 Writes ``{out}/{benchmark}-{model}.json`` (resumable), ``.md`` (tables) and, for needle and ppl, a ``.png``.
+``minference eval report A.json B.json --out DIR`` merges the files of one run split over processes or machines.
 """
 
 from __future__ import annotations
@@ -101,6 +102,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--chunk", type=int, default=4096, help="tokens per LM-head/loss chunk")
     p.set_defaults(run=run)
+
+    p = benchmarks.add_parser(
+        "report", help="merge result files of one benchmark and model; rewrite the tables and plot"
+    )
+    p.add_argument("results", nargs="+", help="results JSON files written by minference eval")
+    p.add_argument("--out", default="results/evals", help="output folder")
+    p.set_defaults(run=run_report)
     return parser
 
 
@@ -151,6 +159,68 @@ def open_store(args, loaded, methods, stem: Path) -> ResultStore:
     return store
 
 
+def write_report(store: ResultStore, stem: Path) -> str:
+    """``{stem}.md`` (the tables) and, for needle and ppl, ``{stem}.png`` from ``store``; returns the markdown."""
+    benchmark, name = store.meta["benchmark"], store.meta["model"]
+    sections = []
+    if benchmark == "ppl":
+        sections.append(f"Perplexity ({store.meta.get('text_source')}):\n\n" + ppl_table(store))
+        ppl_curve(ppl_by_method(store), _with_extension(stem, ".png"), title=f"{name}: PPL vs length")
+    else:
+        sections.append(by_length(store))
+        if benchmark == "needle":
+            needle_heatmap(store, _with_extension(stem, ".png"), title=name)
+        else:
+            tasks = store.meta.get("grid", {}).get("tasks") or sorted({r["task"] for r in store.records.values()})
+            sections.append(by_task(store, tasks))
+    sections.append(density_table(store))
+    if store.skipped:
+        sections.append(skipped_lines(store))
+    report = f"## {benchmark} — {name}\n\n" + "\n\n".join(sections) + "\n"
+    atomic_write_text(_with_extension(stem, ".md"), report)
+    return report
+
+
+def merge_results(paths, out) -> ResultStore:
+    """One results file from several of the same benchmark and model (a run split over processes or machines),
+    written to ``{out}/{benchmark}-{model}.json`` with its tables and plot; a file already there is merged too, so
+    nothing it holds is lost.
+
+    Raises:
+        ValueError: no paths, a path that is not a results file, or files that cannot share one table (see
+            :meth:`ResultStore.merge`).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("paths must name at least one results JSON file")
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"paths: {path} is not a results file")
+    stores = [ResultStore(path) for path in paths]
+    for path, store in zip(paths, stores):
+        if "benchmark" not in store.meta or "model" not in store.meta:
+            raise ValueError(f"paths: {path} is not a results file of minference eval (no benchmark/model in meta)")
+    merged = stores[0]
+    stem = Path(out) / f"{merged.meta['benchmark']}-{merged.meta['model']}"
+    destination = _with_extension(stem, ".json")
+    if destination.is_file() and all(not destination.samefile(p) for p in paths):
+        stores.append(ResultStore(destination))
+    for store in stores[1:]:
+        merged.merge(store)
+    merged.path = destination
+    merged.save()
+    write_report(merged, stem)
+    return merged
+
+
+def run_report(args) -> int:
+    """``minference eval report``: merge result files and rewrite their tables and plots."""
+    merged = merge_results(args.results, args.out)
+    print(write_report(merged, merged.path.with_name(merged.path.name[: -len(".json")])))
+    print(f"results: {merged.path}")
+    return 0
+
+
 def run(args) -> int:
     """Run the chosen benchmark and print its tables."""
     methods = parse_methods(args.methods)
@@ -158,7 +228,6 @@ def run(args) -> int:
     chat = not args.no_chat_template
     stem = Path(args.out) / f"{args.benchmark}-{loaded.name}"
     store = open_store(args, loaded, methods, stem)
-    sections = []
     if args.benchmark == "ppl":
         run_ppl(
             loaded,
@@ -170,8 +239,6 @@ def run(args) -> int:
             text_dir=args.text_dir,
             chunk=args.chunk,
         )
-        sections.append(f"Perplexity ({store.meta.get('text_source')}):\n\n" + ppl_table(store))
-        ppl_curve(ppl_by_method(store), _with_extension(stem, ".png"), title=f"{loaded.name}: PPL vs length")
     else:
         if args.benchmark == "needle":
             examples = needle.generate(
@@ -209,16 +276,7 @@ def run(args) -> int:
             )
         store.skipped.update(skipped)
         run_examples(loaded, methods, examples, store, use_chat_template=chat)
-        sections.append(by_length(store))
-        if args.benchmark != "needle":
-            sections.append(by_task(store, args.tasks))
-        else:
-            needle_heatmap(store, _with_extension(stem, ".png"), title=loaded.name)
-    sections.append(density_table(store))
-    if store.skipped:
-        sections.append(skipped_lines(store))
-    report = f"## {args.benchmark} — {loaded.name}\n\n" + "\n\n".join(sections) + "\n"
-    atomic_write_text(_with_extension(stem, ".md"), report)
+    report = write_report(store, stem)
     print(report)
     print(f"results: {_with_extension(stem, '.json')}")
     return 0

@@ -12,28 +12,77 @@ def _lengths(scores) -> list:
     return sorted({n for cells in scores.values() for _, n in cells})
 
 
+def complete_cells(store: ResultStore) -> set:
+    """``(method, task, length)`` cells holding as many records as the fullest method's cell of that task and length
+    (a run stopped part-way leaves a cell with fewer, whose score is not comparable yet)."""
+    counts: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for record in store.records.values():
+        counts[(record["task"], int(record["length"]))][record["method"]] += 1
+    return {
+        (method, task, n)
+        for (task, n), per_method in counts.items()
+        for method, count in per_method.items()
+        if count == max(per_method.values())
+    }
+
+
+def finished_tasks(store: ResultStore) -> dict:
+    """Per length, the tasks whose cell every method completed, so averages compare like with like."""
+    complete = complete_cells(store)
+    methods = {record["method"] for record in store.records.values()}
+    finished: dict[int, set] = defaultdict(set)
+    for _, task, n in complete:
+        if all((m, task, n) in complete for m in methods):
+            finished[n].add(task)
+    return finished
+
+
+def _unfinished_note(store: ResultStore, finished: dict) -> str:
+    """One line per length where some task is missing or partial for some method (empty when none is)."""
+    tasks_at: dict[int, set] = defaultdict(set)
+    for record in store.records.values():
+        tasks_at[int(record["length"])].add(record["task"])
+    return "\n".join(
+        f"Averages at {n} are over the {len(finished[n])} tasks every method finished "
+        f"(not finished by every method: {', '.join(sorted(tasks - finished[n]))})."
+        for n, tasks in sorted(tasks_at.items())
+        if tasks - finished[n]
+    )
+
+
 def by_length(store: ResultStore) -> str:
-    """Score per length averaged over tasks (needle, RULER's headline table)."""
+    """Score per length averaged over tasks (needle, RULER's headline table); at each length only over the tasks
+    every method finished, with a note naming the others."""
     scores = store.scores()
+    finished = finished_tasks(store)
     rows: dict[str, dict[str, float]] = {}
     for method, cells in scores.items():
         per: dict[int, list] = defaultdict(list)
-        for (_, n), value in cells.items():
-            per[n].append(value)
+        for (task, n), value in cells.items():
+            if task in finished[n]:
+                per[n].append(value)
         rows[method] = {str(n): sum(v) / len(v) for n, v in per.items()}
-    return markdown_table(rows, [str(n) for n in _lengths(scores)])
+    table = markdown_table(rows, [str(n) for n in _lengths(scores)])
+    note = _unfinished_note(store, finished)
+    return table + ("\n\n" + note if note else "")
 
 
 def by_task(store: ResultStore, tasks) -> str:
-    """Score per task (columns ``task`` or ``task@length`` when several lengths ran; InfiniteBench, RULER detail)."""
+    """Score per task (columns ``task`` or ``task@length`` when several lengths ran; InfiniteBench, RULER detail).
+    Cells a method has not completed show ``–``; the average is over the cells every method completed."""
     scores = store.scores()
     lengths = _lengths(scores)
     rows: dict[str, dict[str, float]] = {}
     columns = [t if len(lengths) == 1 else f"{t}@{n}" for t in tasks for n in lengths]
+    complete = complete_cells(store)
     for method, cells in scores.items():
-        rows[method] = {(t if len(lengths) == 1 else f"{t}@{n}"): v for (t, n), v in cells.items()}
+        rows[method] = {
+            (t if len(lengths) == 1 else f"{t}@{n}"): v for (t, n), v in cells.items() if (method, t, n) in complete
+        }
     present = [c for c in columns if any(c in r for r in rows.values())]
-    return markdown_table(rows, present)
+    finished = finished_tasks(store)
+    shared = [t if len(lengths) == 1 else f"{t}@{n}" for n in lengths for t in tasks if t in finished[n]]
+    return markdown_table(rows, present, average_over=shared)
 
 
 def ppl_table(store: ResultStore) -> str:

@@ -160,6 +160,48 @@ class ResultStore:
         self.density.setdefault(method, {})[str(length)] = info
         self.save()
 
+    def merge(self, other: ResultStore) -> None:
+        """Add ``other``'s records, densities and skips: one run split over processes or machines, one file each.
+
+        Raises:
+            ValueError: ``other`` is another benchmark or model, was made under other settings, holds a method under
+                other method settings, or holds a record of the same cell computed from another prompt.
+        """
+        for name in ("benchmark", "model"):
+            if self.meta.get(name) != other.meta.get(name):
+                raise ValueError(
+                    f"{other.path} is a {name} {other.meta.get(name)!r} result; {self.path} holds {self.meta.get(name)!r}"
+                )
+        changed = _changes(self.meta.get("settings", {}), other.meta.get("settings", {}))
+        if changed:
+            raise ValueError(f"{other.path} was made with other settings than {self.path}: {'; '.join(changed)}")
+        known = self.meta.setdefault("method_settings", {})
+        for label, value in other.meta.get("method_settings", {}).items():
+            if other._has_method(label) and self._has_method(label) and known.get(label) != value:
+                raise ValueError(
+                    f"method {label!r} ran with other settings in {other.path} than in {self.path}: "
+                    + "; ".join(_changes(known.get(label) or {}, value))
+                )
+            if other._has_method(label) or label not in known:
+                known[label] = value
+        clashes = [
+            key for key, record in other.records.items()
+            if key in self.records and self.records[key].get("fingerprint") != record.get("fingerprint")
+        ]
+        if clashes:
+            raise ValueError(
+                f"{len(clashes)} record(s) of {other.path}, e.g. {clashes[0]!r}, were computed from other prompts than "
+                f"the same cells of {self.path}: they cannot share one table"
+            )
+        for key, record in other.records.items():
+            self.records.setdefault(key, record)
+        for method, per_length in other.density.items():
+            for length, info in per_length.items():
+                self.density.setdefault(method, {}).setdefault(length, info)
+        self.skipped.update(other.skipped)
+        methods = list(self.meta.get("methods", []))
+        self.meta["methods"] = methods + [m for m in other.meta.get("methods", []) if m not in methods]
+
     def save(self) -> None:
         data = {"meta": self.meta, "density": self.density, "skipped": self.skipped, "records": self.records}
         atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
@@ -180,10 +222,13 @@ def markdown_table(
     columns: Iterable[str],
     *,
     average: bool = True,
+    average_over: Iterable[str] | None = None,
     digits: int = 1,
     corner: str = "Method",
 ) -> str:
-    """Methods as rows, tasks or lengths as columns (the published layout); missing cells show ``–``."""
+    """Methods as rows, tasks or lengths as columns (the published layout); missing cells show ``–``.
+
+    ``Avg.`` is over ``average_over`` (default: every column) where a row has them."""
     columns = list(columns)
     header = [corner] + [str(c) for c in columns] + (["Avg."] if average else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -191,7 +236,8 @@ def markdown_table(
         values = [cells.get(c) for c in columns]
         shown = [f"{v:.{digits}f}" if v is not None else "–" for v in values]
         if average:
-            present = [v for v in values if v is not None]
+            averaged = columns if average_over is None else set(average_over)
+            present = [v for c, v in zip(columns, values) if v is not None and c in averaged]
             shown.append(f"{sum(present) / len(present):.{digits}f}" if present else "–")
         lines.append("| " + " | ".join([method] + shown) + " |")
     return "\n".join(lines)

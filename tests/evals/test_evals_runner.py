@@ -144,7 +144,7 @@ def test_the_eval_harness_runs_the_methods_the_shipped_thresholds_were_measured_
 
 @pytest.mark.parametrize("model, folder, suite", [
     *[("smollm2-135m-instruct", "evals-smollm2-135m-instruct-h200", s) for s in ("needle", "ruler", "infinitebench", "ppl")],
-    ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-h200", "needle"),
+    *[("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-h200", s) for s in ("needle", "ruler", "infinitebench", "ppl")],
 ])
 def test_the_shipped_thresholds_accept_the_h200_measurements_they_were_derived_from(monkeypatch, model, folder, suite):
     from pathlib import Path
