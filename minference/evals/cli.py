@@ -171,7 +171,8 @@ def write_report(store: ResultStore, stem: Path) -> str:
         if benchmark == "needle":
             needle_heatmap(store, _with_extension(stem, ".png"), title=name)
         else:
-            tasks = store.meta.get("grid", {}).get("tasks") or sorted({r["task"] for r in store.records.values()})
+            ordered = list(store.meta.get("grid", {}).get("tasks") or [])  # the benchmark's order first
+            tasks = ordered + sorted({r["task"] for r in store.records.values()} - set(ordered))
             sections.append(by_task(store, tasks))
     sections.append(density_table(store))
     if store.skipped:
@@ -181,10 +182,10 @@ def write_report(store: ResultStore, stem: Path) -> str:
     return report
 
 
-def merge_results(paths, out) -> ResultStore:
+def merge_results(paths, out) -> tuple[ResultStore, str]:
     """One results file from several of the same benchmark and model (a run split over processes or machines),
     written to ``{out}/{benchmark}-{model}.json`` with its tables and plot; a file already there is merged too, so
-    nothing it holds is lost.
+    nothing it holds is lost. Returns the merged store and its markdown tables.
 
     Raises:
         ValueError: no paths, a path that is not a results file, or files that cannot share one table (see
@@ -209,14 +210,13 @@ def merge_results(paths, out) -> ResultStore:
         merged.merge(store)
     merged.path = destination
     merged.save()
-    write_report(merged, stem)
-    return merged
+    return merged, write_report(merged, stem)
 
 
 def run_report(args) -> int:
     """``minference eval report``: merge result files and rewrite their tables and plots."""
-    merged = merge_results(args.results, args.out)
-    print(write_report(merged, merged.path.with_name(merged.path.name[: -len(".json")])))
+    merged, report = merge_results(args.results, args.out)
+    print(report)
     print(f"results: {merged.path}")
     return 0
 

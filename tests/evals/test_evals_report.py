@@ -27,12 +27,12 @@ def test_files_of_one_run_split_by_method_merge_into_one_table(tmp_path):
     cells = {("vt", 8000): [1.0, 0.0], ("cwe", 8000): [1.0, 1.0]}
     a = _store(tmp_path / "a.json", ["dense"], cells)
     b = _store(tmp_path / "b.json", ["streaming"], {("vt", 8000): [0.0, 0.0], ("cwe", 8000): [1.0, 0.0]})
-    merged = cli.merge_results([a.path, b.path], tmp_path / "out")
+    merged, report = cli.merge_results([a.path, b.path], tmp_path / "out")
     assert merged.path == tmp_path / "out" / "ruler-fake.json"
     saved = json.loads(merged.path.read_text())
     assert len(saved["records"]) == 8 and saved["meta"]["methods"] == ["dense", "streaming"]
     table = (tmp_path / "out" / "ruler-fake.md").read_text()
-    assert "| dense | 75.0 |" in table and "| streaming | 25.0 |" in table
+    assert table == report and "| dense | 75.0 |" in table and "| streaming | 25.0 |" in table
 
 
 def test_a_merge_keeps_what_the_destination_already_holds(tmp_path):
@@ -40,7 +40,7 @@ def test_a_merge_keeps_what_the_destination_already_holds(tmp_path):
     (tmp_path / "out").mkdir()
     _store(tmp_path / "out" / "ruler-fake.json", ["dense"], cells)
     b = _store(tmp_path / "b.json", ["streaming"], cells)
-    merged = cli.merge_results([b.path], tmp_path / "out")
+    merged, _ = cli.merge_results([b.path], tmp_path / "out")
     assert {r["method"] for r in merged.records.values()} == {"dense", "streaming"}
 
 
@@ -114,3 +114,10 @@ def test_a_partial_cell_is_not_shown_as_a_score(tmp_path):
     dense = _store(tmp_path / "a.json", ["dense"], {("cwe", 8000): [1.0, 1.0], ("vt", 8000): [1.0, 1.0]})
     dense.merge(_store(tmp_path / "b.json", ["sparse"], {("cwe", 8000): [1.0, 1.0], ("vt", 8000): [0.0]}))
     assert "| sparse | 100.0 | – | 100.0 |" in by_task(dense, ["cwe", "vt"])
+
+
+def test_tasks_only_another_file_ran_keep_their_columns(tmp_path):
+    a = _store(tmp_path / "a.json", ["dense"], {("vt", 8000): [1.0]})
+    b = _store(tmp_path / "b.json", ["dense"], {("fwe", 8000): [0.0]})
+    _, report = cli.merge_results([a.path, b.path], tmp_path / "out")
+    assert "| Method | vt | fwe | Avg. |" in report
