@@ -30,8 +30,7 @@ from .kernels import launch
 from .kernels.launch import WIDE_GRID_MAX_TOKENS, default_vertical_slash_tile  # noqa: F401  (documented ops API)
 from .patterns import AShape, BlockSparse, Dense, VerticalSlash  # noqa: F401  (the ops API names them)
 from .patterns import a_shape as a_shape_pattern
-from .patterns import block_sparse as block_sparse_pattern
-from .patterns import vertical_slash as vertical_slash_pattern
+from .patterns.base import clip_to_lengths
 from .patterns.block_sparse import BLOCK_SIZES
 from .planning import BACKENDS, WIDE_GRID_MAX_COVER, PatternSpec, Plan, plan, resolve_backend, resolve_tile  # noqa: F401
 
@@ -147,13 +146,18 @@ def vertical_slash_mask(
     tile: int = TILE,
 ) -> torch.Tensor:
     """The exact ``(B, Hq, n, n)`` boolean mask :func:`vertical_slash_attention` computes on the ``tile``-token grid
-    (small ``n`` only): the chosen columns, and every ``tile x tile`` tile a chosen diagonal crosses, causally."""
+    (small ``n`` only): the chosen columns, and every ``tile x tile`` tile a chosen diagonal crosses, causally.
+
+    Read off the built index through the predicate both backends follow
+    (:func:`~minference.index.vertical_slash_keeps`); the tests check it against the pattern's definition,
+    :func:`minference.patterns.vertical_slash.mask`."""
     check_positive_int("n", n)
     check_tile(tile)
     batch, heads = vertical_idx.shape[:2]
     check_index("vertical_idx", vertical_idx, (batch, heads), 0, n, vertical_idx.device, True)
     check_index("slash_idx", slash_idx, (batch, heads), 0, n, vertical_idx.device, True)
-    return vertical_slash_pattern.mask(n, vertical_idx, slash_idx, seqlens=seqlens, tile=tile)
+    index = build_vertical_slash_index(n, vertical_idx, slash_idx, tile)
+    return clip_to_lengths(vertical_slash_index_mask_rows(index, n, 0, n).contiguous(), seqlens)
 
 
 def _vertical_slash_launch(q, k, v, index: VerticalSlashIndex, head_map, out, lse, seqlens, sm_scale) -> None:
@@ -232,7 +236,11 @@ def block_sparse_attention(
 def block_sparse_mask(
     n: int, block_idx: torch.Tensor, block_size: int = 64, *, seqlens: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """The exact ``(B, Hq, n, n)`` boolean mask :func:`block_sparse_attention` computes (small ``n`` only)."""
+    """The exact ``(B, Hq, n, n)`` boolean mask :func:`block_sparse_attention` computes (small ``n`` only).
+
+    Read off the built index through the predicate both backends follow
+    (:func:`~minference.index.block_sparse_keeps`); the tests check it against the pattern's definition,
+    :func:`minference.patterns.block_sparse.mask`."""
     check_positive_int("n", n)
     _check_block_size(block_size)
     if not isinstance(block_idx, torch.Tensor) or block_idx.dim() != 4:
@@ -241,7 +249,8 @@ def block_sparse_mask(
     if block_idx.shape[2] != blocks:
         raise ValueError(f"block_idx must have {blocks} query blocks for n={n}, got {block_idx.shape[2]}")
     check_index("block_idx", block_idx.flatten(2, 3), block_idx.shape[:2], -1, blocks, block_idx.device, True)
-    return block_sparse_pattern.mask(n, block_idx, block_size, seqlens=seqlens)
+    index = build_block_sparse_index(block_idx)
+    return clip_to_lengths(block_sparse_index_mask_rows(index, n, block_size, 0, n).contiguous(), seqlens)
 
 
 def _per_head_values(name: str, value, heads: int, minimum: int) -> list:

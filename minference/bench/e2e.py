@@ -30,7 +30,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
@@ -601,39 +600,25 @@ def markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _model_name(document: dict) -> str:
+    """The timed model in a few words: the shipped model's or checkpoint's name, else the shapes random weights
+    are built with."""
+    settings = document["settings"]
+    named = settings.get("model") or settings.get("checkpoint")
+    return os.path.basename(os.path.normpath(named)) if named else "Llama-3-8B-1M"
+
+
 def write_chart(document: dict, path: str) -> None:
-    """Latency against prompt length, one line per method, log-log; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Prefill seconds against prompt length, one line per method, log-log (:func:`report.write_log_log_chart`)."""
+    lines = []
     for method in ALL_METHODS:
-        points = sorted(
-            (r["tokens"], r["seconds"]) for r in document["rows"] if r["method"] == method and "seconds" in r
-        )
+        points = [(r["tokens"], r["seconds"]) for r in document["rows"]
+                  if r["method"] == method and "seconds" in r]
         if points:
-            ax.plot(*zip(*points), marker="o", label=METHOD_TITLES[method])
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("prompt tokens")
-    ax.set_ylabel("prefill seconds")
-    ax.set_title(f"Llama-3-8B-1M prefill, {document['machine']['gpu']}\n{document['weights']}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            lines.append(report.Series(METHOD_TITLES[method], points, {"marker": "o"}))
+    title = f"{_model_name(document)} prefill, {document['machine']['gpu']}\n{document['weights']}"
+    report.write_log_log_chart(path, [("", lines)], xlabel="prompt tokens", ylabel="prefill seconds", title=title,
+                               dpi=130)
 
 
 def write_outputs(document: dict, out_dir: str) -> dict:

@@ -2,8 +2,10 @@
 
 FlexAttention walks 128 x 128 blocks. A 128-block is *full* (no ``mask_mod`` evaluated) when it lies strictly
 below the diagonal and every element of it is kept; it is *partial* when it holds at least one kept element;
-the ``mask_mod`` is the exact predicate of our kernel, so both compute the same function. The block lists are
-made from a dense ``(B, H, R, R)`` tile map, so this is meant for N up to a few hundred thousand.
+the ``mask_mod`` is the exact predicate of our kernel (``keeps`` of each pattern, :mod:`minference.index` and
+:mod:`minference.patterns.a_shape`), and the block lists are read off the same predicate's tile tables, so both
+compute the same function. The block lists are made from a dense ``(B, H, R, R)`` tile map, so this is meant for N
+up to a few hundred thousand.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from typing import Callable, Optional
 
 import torch
 
-from ..index import BlockSparseIndex, VerticalSlashIndex
+from ..index import (
+    BlockSparseIndex,
+    VerticalSlashIndex,
+    block_sparse_keep,
+    block_sparse_keeps,
+    vertical_slash_keep,
+    vertical_slash_keeps,
+    vertical_slash_kept_tiles,
+)
 from ..patterns import a_shape as a_shape_pattern
 
 FLEX_BLOCK = 128
@@ -67,30 +77,17 @@ def _density(partial: torch.Tensor, n: int) -> float:
 
 def vertical_slash_block_mask(index: VerticalSlashIndex, n: int):
     """``(BlockMask, density)`` for a vertical-slash index built for length ``n`` (on either grid)."""
-    tile = index.tile
-    present = index.block_present.bool()  # [B, H, R]
-    batch, heads, rows = present.shape
-    device = present.device
-    m = torch.arange(rows, device=device)
-    distance = (m.view(-1, 1) - m.view(1, -1)).clamp_min(0)
-    walked = present[:, :, distance] & (m.view(-1, 1) >= m.view(1, -1))  # [B, H, R, R]
-    is_column = torch.zeros(batch, heads, n + 1, dtype=torch.bool, device=device)
-    is_column.scatter_(2, index.columns.long().clamp_max(n), True)
-    is_column = is_column[..., :n].contiguous()
-    has_column = (
-        torch.nn.functional.pad(is_column, (0, rows * tile - n)).view(batch, heads, rows, tile).any(-1)
-    )
-    gathered = has_column.unsqueeze(2) & _strictly_lower(rows, device)
-    factor = FLEX_BLOCK // tile
+    keep = vertical_slash_keep(index, n)
+    rows = keep.walked.shape[-1]
+    device = keep.walked.device
+    walked, gathered = vertical_slash_kept_tiles(keep, torch.arange(rows, device=device))  # [B, H, R, R]
+    factor = FLEX_BLOCK // index.tile
     partial = _coarsen(walked | gathered, factor, "any")
     full = _coarsen(walked, factor, "all") & _strictly_lower(partial.shape[-1], device)
     del walked, gathered
 
     def mask_mod(b, h, q_idx, kv_idx):
-        q_block = q_idx // tile
-        walked_tile = present[b, h, (q_block - kv_idx // tile).clamp(min=0)]
-        column = is_column[b, h, kv_idx] & (kv_idx < q_block * tile)
-        return (kv_idx <= q_idx) & (walked_tile | column)
+        return vertical_slash_keeps(keep, b, h, q_idx, kv_idx)
 
     return _block_mask(partial, full, mask_mod, n), _density(partial, n)
 
@@ -100,18 +97,13 @@ def block_sparse_block_mask(index: BlockSparseIndex, n: int, block_size: int):
     ``n``."""
     if FLEX_BLOCK % block_size:
         raise ValueError(f"block_size must divide {FLEX_BLOCK}, got {block_size}")
-    batch, heads, rows, slots = index.blocks.shape
-    device = index.blocks.device
-    used = torch.arange(slots, device=device).view(1, 1, 1, -1) < index.block_count.unsqueeze(-1)
-    listed = torch.zeros(batch, heads, rows, rows + 1, dtype=torch.bool, device=device)
-    listed.scatter_(3, torch.where(used, index.blocks.long(), rows), used)
-    listed = listed[..., :rows].contiguous()
+    keep = block_sparse_keep(index, block_size)
     factor = FLEX_BLOCK // block_size
-    partial = _coarsen(listed, factor, "any")
-    full = _coarsen(listed, factor, "all") & _strictly_lower(partial.shape[-1], device)
+    partial = _coarsen(keep.walked, factor, "any")
+    full = _coarsen(keep.walked, factor, "all") & _strictly_lower(partial.shape[-1], keep.walked.device)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return (kv_idx <= q_idx) & listed[b, h, q_idx // block_size, kv_idx // block_size]
+        return block_sparse_keeps(keep, b, h, q_idx, kv_idx)
 
     return _block_mask(partial, full, mask_mod, n), _density(partial, n)
 

@@ -1,10 +1,12 @@
-"""Benchmark output: the machine line, the markdown table, the JSON document (written atomically) and the latency chart."""
+"""Benchmark output: the machine line, the markdown table, the JSON document (written atomically) and the log-log
+latency charts of the kernel and end-to-end benchmarks."""
 
 from __future__ import annotations
 
 import datetime
 import math
 import platform
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -200,41 +202,81 @@ def line_style(label: str) -> dict:
     )
 
 
-def write_chart(path: str, rows: Iterable[Mapping], title: str = "") -> None:
-    """Latency vs N, log-log, one line per method (one panel per batch size), written atomically as PNG."""
+@dataclass(frozen=True)
+class Series:
+    """One line of a chart: its legend label, its ``(x, y)`` points (any order) and matplotlib line options."""
+
+    label: str
+    points: Sequence[tuple[float, float]]
+    style: Mapping[str, Any] = field(default_factory=dict)
+
+
+def write_log_log_chart(
+    path: str,
+    panels: Sequence[tuple[str, Sequence[Series]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    x_base: int = 10,
+    panel_size: tuple[float, float] = (7.0, 4.5),
+    legend_outside: bool = False,
+    dpi: int = 110,
+) -> None:
+    """A log-log line chart with one panel per ``(panel title, lines)`` side by side, written atomically as PNG.
+
+    ``x_base`` 2 puts the x ticks on powers of two (sequence lengths); ``legend_outside`` moves the legend right of
+    each panel, for more lines than fit over the data.
+
+    Raises:
+        ValueError: no panels. ImportError: matplotlib is not installed.
+    """
+    if not panels:
+        raise ValueError("a chart needs at least one panel")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r.get("status") == "ok" and r.get("ms")]
-    batches = sorted({r["batch"] for r in done}) or [1]
-    fig, axes = plt.subplots(1, len(batches), figsize=(9.5 * len(batches), 5), squeeze=False)
-    for ax, batch in zip(axes[0], batches):
-        series: dict[str, list] = {}
-        for row in done:
-            if row["batch"] == batch:
-                series.setdefault(series_label(row), []).append(
-                    (row["n"], row["ms"], row.get("extrapolated"))
-                )
-        for label, points in sorted(series.items()):
-            points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=label, **line_style(label))
-        ax.set_xscale("log", base=2)
+    width, height = panel_size
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    for ax, (panel_title, lines) in zip(axes[0], panels):
+        for line in lines:
+            points = sorted(line.points)
+            ax.plot([x for x, _ in points], [y for _, y in points], label=line.label, **line.style)
+        ax.set_xscale("log", base=x_base)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel("latency (ms)")
-        ax.set_title(f"batch {batch}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if panel_title:
+            ax.set_title(panel_title)
+        elif len(panels) == 1:  # a lone untitled panel carries the chart's title, closer to the data
+            ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    if title:
+        if legend_outside:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=8)
+    if title and (len(panels) > 1 or panels[0][0]):
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-
-    def save(f):
-        fig.savefig(f, format="png", dpi=110)
-
     try:
-        atomic_write(path, save)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     finally:
         plt.close(fig)
+
+
+def write_chart(path: str, rows: Iterable[Mapping], title: str = "") -> None:
+    """Kernel latency vs N, log-log, one line per method and one panel per batch size
+    (:func:`write_log_log_chart`)."""
+    done = [r for r in rows if r.get("status") == "ok" and r.get("ms")]
+    panels = []
+    for batch in sorted({r["batch"] for r in done}) or [1]:
+        points: dict[str, list] = {}
+        for row in done:
+            if row["batch"] == batch:
+                points.setdefault(series_label(row), []).append((row["n"], row["ms"]))
+        lines = [Series(label, line, line_style(label)) for label, line in sorted(points.items())]
+        panels.append((f"batch {batch}", lines))
+    write_log_log_chart(path, panels, xlabel="sequence length N", ylabel="latency (ms)", title=title, x_base=2,
+                        panel_size=(9.5, 5.0), legend_outside=True, dpi=110)

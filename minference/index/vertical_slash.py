@@ -9,6 +9,9 @@ holds each row's own diagonal) instead of a per-row-block list. Query block ``m`
 Vertical columns are sorted and de-duplicated once per head. Query block ``m`` gathers the first
 ``column_count[m]`` of them (those left of its first row); the kernel skips a column whose key block it already
 walks (``block_present``), so nothing is counted twice.
+
+Which keys a query keeps is stated once, by :func:`vertical_slash_keeps` on tables derived from the index
+(:func:`vertical_slash_keep`); the torch backend's rows and the Flex baseline evaluate it.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 
 from .._checks import check_positive_int
 from ..patterns.vertical_slash import TILE, TILES
+from ._rows import batch_heads, tile_rows
 
 
 class VerticalSlashIndex(NamedTuple):
@@ -80,37 +84,86 @@ def check_tile(tile) -> None:
         raise ValueError(f"tile must be one of {TILES}, got {tile}")
 
 
+class VerticalSlashKeep(NamedTuple):
+    """The two tables the vertical-slash predicate reads, derived once from an index
+    (:func:`vertical_slash_keep`)."""
+
+    walked: torch.Tensor
+    """``(B, H, R)`` bool: block-diagonal offset ``p`` is walked, by every query block ``m >= p``."""
+    column: torch.Tensor
+    """``(B, H, N)`` bool: key ``j`` is a vertical column."""
+    tile: int = TILE
+    """``T``, the index's grid."""
+
+
+def vertical_slash_keep(index: VerticalSlashIndex, n: int) -> VerticalSlashKeep:
+    """The tables :func:`vertical_slash_keeps` reads, for an index built for length ``n``."""
+    batch, heads = index.columns.shape[:2]
+    column = torch.zeros(batch, heads, n + 1, dtype=torch.bool, device=index.columns.device)
+    column.scatter_(2, index.columns.long().clamp_max(n), True)
+    return VerticalSlashKeep(index.block_present.bool(), column[..., :n].contiguous(), index.tile)
+
+
+def vertical_slash_walks(keep: VerticalSlashKeep, b, h, q_block, k_block) -> torch.Tensor:
+    """The tile rule, on broadcastable integer tensors of batch rows ``b``, heads ``h`` and tile coordinates: query
+    block ``q_block`` walks key block ``k_block`` (the whole tile; only the diagonal one is cut causally).
+
+    The kernel walks the first ``block_count[m]`` offsets, which the builder makes exactly the walked ``p <= m``.
+    """
+    return (k_block <= q_block) & keep.walked[b, h, (q_block - k_block).clamp(min=0)]
+
+
+def vertical_slash_gathers(keep: VerticalSlashKeep, b, h, q_block, kv) -> torch.Tensor:
+    """The column rule: query block ``q_block`` gathers key ``kv`` when it is a vertical column strictly left of
+    the block's diagonal tile (the first ``column_count[m]`` columns; those inside the diagonal tile are walked)."""
+    return keep.column[b, h, kv] & (kv < q_block * keep.tile)
+
+
+def vertical_slash_keeps(keep: VerticalSlashKeep, b, h, q, kv) -> torch.Tensor:
+    """The vertical-slash predicate on broadcastable integer tensors of batch rows, heads, query positions ``q``
+    and key positions ``kv``: causal, and the tile is walked or the key is a gathered column. The torch backend's
+    rows, the ops' masks and the Flex block mask all follow it; the Triton kernel applies it per tile."""
+    q_block = q // keep.tile
+    walked = vertical_slash_walks(keep, b, h, q_block, kv // keep.tile)
+    return (kv <= q) & (walked | vertical_slash_gathers(keep, b, h, q_block, kv))
+
+
+def vertical_slash_kept_tiles(keep: VerticalSlashKeep,
+                              query_blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(walked, gathered)``, each ``(B, H, len(query_blocks), R)`` bool: the tiles the predicate keeps whole
+    (up to the causal cut of the diagonal one), and the tiles holding a column the query block gathers."""
+    batch, heads, blocks = keep.walked.shape
+    b, h = batch_heads(keep.walked)
+    q_block = query_blocks.view(1, 1, -1, 1)
+    k_block = torch.arange(blocks, device=keep.walked.device)
+    walked = vertical_slash_walks(keep, b, h, q_block, k_block.view(1, 1, 1, -1))
+    # the column rule sees a key only as "a column or not" and through its tile, so a tile's first column (or,
+    # without one, its first key, which is no column) answers for the whole tile
+    n = keep.column.shape[-1]
+    by_tile = torch.nn.functional.pad(keep.column, (0, blocks * keep.tile - n))
+    by_tile = by_tile.view(batch, heads, blocks, keep.tile)
+    first = (k_block * keep.tile).view(1, 1, -1) + by_tile.to(torch.int8).argmax(dim=-1)
+    gathered = vertical_slash_gathers(keep, b, h, q_block, first.unsqueeze(2))
+    return walked, gathered
+
+
 def vertical_slash_index_mask_rows(index: VerticalSlashIndex, n: int, row_start: int, row_end: int) -> torch.Tensor:
     """Rows ``[row_start, row_end)`` of the ``(B, H, rows, N)`` mask the kernel computes, read off the index.
 
-    Mirrors the kernel's walk: the first ``block_count[m]`` offsets, then the first ``column_count[m]`` columns.
+    :func:`vertical_slash_keeps`, with its tile rule evaluated once per tile of the rows' query blocks: per entry,
+    the tile offsets alone would cost more memory than the mask.
     """
-    batch, heads, blocks = index.block_count.shape
-    device = index.block_count.device
+    keep = vertical_slash_keep(index, n)
+    device = keep.walked.device
     tile = index.tile
-    rows = torch.arange(row_start, row_end, device=device)
     first_block, last_block = row_start // tile, (row_end - 1) // tile
-    query_blocks = torch.arange(first_block, last_block + 1, device=device)
-    nq = query_blocks.numel()
-
-    slot = torch.arange(blocks, device=device)
-    counts = index.block_count[..., first_block : last_block + 1]  # [B, H, nq]
-    walked_slot = slot.view(1, 1, 1, -1) < counts.unsqueeze(-1)  # [B, H, nq, R]
-    key_block = query_blocks.view(1, 1, -1, 1) - index.block_offsets.long().unsqueeze(2)  # [B, H, nq, R]
-    walked = torch.zeros(batch, heads, nq, blocks + 1, dtype=torch.bool, device=device)
-    walked.scatter_(3, torch.where(walked_slot, key_block, blocks), walked_slot)
-    walked = walked[..., :blocks]
-
-    nv = index.columns.shape[-1]
-    col_slot = torch.arange(nv, device=device)
-    gathered = col_slot.view(1, 1, 1, -1) < index.column_count[..., first_block : last_block + 1].unsqueeze(-1)
-    hits = torch.zeros(batch, heads, nq, n + 1, dtype=torch.bool, device=device)
-    hits.scatter_(3, torch.where(gathered, index.columns.long().unsqueeze(2), n).expand(-1, -1, nq, -1), gathered)
-    hits = hits[..., :n]
-
-    cols = torch.arange(n, device=device)
-    local_block = rows // tile - first_block
-    keep = walked[:, :, local_block][..., cols // tile]  # [B, H, rows, N]
-    keep |= hits[:, :, local_block]
-    keep &= cols.view(1, -1) <= rows.view(-1, 1)
-    return keep
+    b, h = batch_heads(keep.walked)
+    query_blocks = torch.arange(first_block, last_block + 1, device=device).view(1, 1, -1, 1)
+    key_blocks = torch.arange(keep.walked.shape[-1], device=device).view(1, 1, 1, -1)
+    walked = vertical_slash_walks(keep, b, h, query_blocks, key_blocks)  # [B, H, nq, R]
+    out = tile_rows(walked, tile, first_block, row_start, row_end, n)  # [B, H, rows, N]
+    rows = torch.arange(row_start, row_end, device=device).view(1, 1, -1, 1)
+    cols = torch.arange(n, device=device).view(1, 1, 1, -1)
+    out |= vertical_slash_gathers(keep, b, h, rows // tile, cols)
+    out &= cols <= rows
+    return out

@@ -124,6 +124,8 @@ def mask(
     """The exact ``(B, H, n, n)`` mask of the block-sparse kernel, written from the definition.
 
     Query ``i`` keeps key ``j <= i`` when ``j``'s block is listed for ``i``'s block or is ``i``'s own block.
+
+    From the raw choices, not the built index: the reference the index builder is checked against bit for bit.
     """
     batch, heads, blocks, _ = block_idx.shape
     device = block_idx.device

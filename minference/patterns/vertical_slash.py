@@ -164,6 +164,8 @@ def mask(
     Query ``i`` keeps key ``j <= i`` when ``j`` is a chosen column, or when the ``T x T`` tile (``T = tile``) holding
     ``(i, j)`` is crossed by a chosen diagonal (a diagonal at offset ``o`` crosses tile-diagonals ``o // T`` and
     ``ceil(o / T)``), or when ``(i, j)`` lies in a diagonal tile (every row keeps its own diagonal).
+
+    From the raw choices, not the built index: the reference the index builder is checked against bit for bit.
     """
     batch, heads = vertical_idx.shape[:2]
     device = vertical_idx.device

@@ -28,9 +28,13 @@ from ..index import (
     TILE,
     a_shape_index_mask_rows,
     block_sparse_index_mask_rows,
+    block_sparse_keep,
     build_block_sparse_index,
     build_vertical_slash_index,
+    vertical_slash_gathers,
     vertical_slash_index_mask_rows,
+    vertical_slash_keep,
+    vertical_slash_walks,
 )
 from ..patterns import AShape, BlockSparse, Dense, VerticalSlash
 from ..patterns import block_sparse as block_sparse_pattern
@@ -157,29 +161,22 @@ def _vertical_slash_mass(index, column_mass: torch.Tensor, tile_mass: torch.Tens
     """Mass per head and query block, ``(G, R)``, of the walked blocks and of the gathered columns outside them."""
     groups, blocks, n = column_mass.shape
     device = column_mass.device
-    present = index.block_present[0].bool()  # [G, R] by block-diagonal offset
+    keep = vertical_slash_keep(index, n)
+    h = torch.arange(groups, device=device).view(-1, 1, 1)
     m = torch.arange(blocks, device=device)
-    offset = m.view(-1, 1) - m.view(1, -1)  # query block - key block
-    walked = present[:, offset.clamp_min(0)] & (offset >= 0)  # [G, R, R]
+    walked = vertical_slash_walks(keep, 0, h, m.view(1, -1, 1), m.view(1, 1, -1))  # [G, R, R]
     mass = (tile_mass * walked).sum(dim=2)
-    chosen = torch.zeros(groups, n + 1, dtype=torch.bool, device=device)
-    chosen.scatter_(1, index.columns[0].long(), True)
-    chosen = chosen[:, :n]
-    key_block = torch.arange(n, device=device) // TILE
-    gathered = chosen.unsqueeze(1) & (key_block.view(1, 1, -1) < m.view(1, -1, 1))  # left of the query block
-    gathered = gathered & ~walked[:, :, key_block]
+    key = torch.arange(n, device=device)
+    gathered = vertical_slash_gathers(keep, 0, h, m.view(1, -1, 1), key.view(1, 1, -1))  # [G, R, N]
+    gathered = gathered & ~walked[:, :, key // TILE]
     return mass + (column_mass * gathered).sum(dim=2)
 
 
 def _block_sparse_mass(index, tile_mass: torch.Tensor, block_size: int = TILE) -> torch.Tensor:
     """Mass per head and 64-row query block, ``(G, R)``, of the listed blocks. A listed block of ``block_size``
     tokens covers ``(block_size / 64)^2`` tiles (tiles right of the diagonal have no mass)."""
-    groups, tiles, _ = tile_mass.shape
-    blocks, slots = index.blocks.shape[-2:]
-    walked_slot = torch.arange(slots, device=tile_mass.device).view(1, 1, -1) < index.block_count[0].unsqueeze(-1)
-    walked = torch.zeros(groups, blocks, blocks + 1, dtype=torch.bool, device=tile_mass.device)
-    walked.scatter_(2, torch.where(walked_slot, index.blocks[0].long(), blocks), walked_slot)
-    walked = walked[..., :blocks]
+    tiles = tile_mass.shape[1]
+    walked = block_sparse_keep(index, block_size).walked[0]  # [G, R, R]
     per_block = block_size // TILE
     if per_block > 1:  # a listed block covers per_block x per_block tiles
         walked = walked.repeat_interleave(per_block, dim=1).repeat_interleave(per_block, dim=2)[:, :tiles, :tiles]

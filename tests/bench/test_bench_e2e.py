@@ -94,6 +94,26 @@ def test_outputs_are_written(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e2e.json", "e2e.md", "e2e.png"]
 
 
+def test_the_chart_is_titled_with_the_timed_model(monkeypatch, tmp_path):
+    drawn = {}
+    monkeypatch.setattr(e2e.report, "write_log_log_chart",
+                        lambda path, panels, **options: drawn.update(options, panels=panels))
+    document = fake_document()
+    e2e.write_chart(document, str(tmp_path / "e2e.png"))
+    assert drawn["title"] == "Llama-3-8B-1M prefill, Test GPU\nrandom weights (seed 0), 32 layers"
+    (_, lines), = drawn["panels"]
+    drawn_methods = ("dense_fa2", "dense_cudnn", "minference")
+    assert [line.label for line in lines] == [e2e.METHOD_TITLES[m] for m in drawn_methods]
+    assert lines[2].points == [(10_000, 0.1), (1_000_000, 60.0)], "the out-of-memory row draws no point"
+    document["settings"]["model"] = "qwen2.5-coder-0.5b"
+    document["weights"] = "qwen2.5-coder-0.5b-instruct (real weights)"
+    e2e.write_chart(document, str(tmp_path / "e2e.png"))
+    assert drawn["title"] == "qwen2.5-coder-0.5b prefill, Test GPU\nqwen2.5-coder-0.5b-instruct (real weights)"
+    document["settings"].update(model=None, checkpoint="/models/Meta-Llama-3-8B/")
+    e2e.write_chart(document, str(tmp_path / "e2e.png"))
+    assert drawn["title"].startswith("Meta-Llama-3-8B prefill, Test GPU\n")
+
+
 def test_cli_parser_registers_e2e():
     parser = argparse.ArgumentParser()
     e2e.add_e2e_parser(parser.add_subparsers(dest="command"))

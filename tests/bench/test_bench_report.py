@@ -102,6 +102,37 @@ def test_chart_is_a_png_with_one_panel_per_batch(tmp_path):
     assert data.startswith(PNG_MAGIC) and len(data) > 5000
 
 
+def test_the_kernel_chart_draws_one_styled_line_per_method_and_one_panel_per_batch(monkeypatch, tmp_path):
+    from minference.bench import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "write_log_log_chart",
+                        lambda path, panels, **options: drawn.update(options, panels=panels))
+    rows = [r.as_dict() for r in _rows()]
+    rows.append(dict(rows[0], batch=4, n=65536))
+    write_chart(str(tmp_path / "kernels.png"), rows, title="sweep")
+    titles = [title for title, _ in drawn["panels"]]
+    assert titles == ["batch 1", "batch 4"] and drawn["title"] == "sweep" and drawn["x_base"] == 2
+    one, four = (lines for _, lines in drawn["panels"])
+    assert [line.label for line in four] == ["sdpa_flash"] and four[0].points == [(65536, 20.0)]
+    measured = {r["method"] for r in rows if r.get("status") == "ok" and r.get("ms") and r["batch"] == 1}
+    assert {line.label.split()[0] for line in one} == measured
+    assert all(line.style == report.line_style(line.label) for line in one)
+
+
+def test_log_log_chart_is_written_atomically(tmp_path):
+    from minference.bench.report import Series, write_log_log_chart
+
+    path = tmp_path / "out" / "chart.png"
+    lines = [Series("a", [(1000, 2.0), (10, 1.0)], {"marker": "o"}), Series("b", [(10, 3.0), (1000, 30.0)])]
+    write_log_log_chart(str(path), [("", lines)], xlabel="tokens", ylabel="seconds", title="model prefill")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert os.stat(path).st_mode & 0o044, "the chart should be readable like any other file"
+    assert sorted(os.listdir(path.parent)) == ["chart.png"], "no temporary file may be left"
+    with pytest.raises(ValueError, match="at least one panel"):
+        write_log_log_chart(str(path), [], xlabel="tokens", ylabel="seconds")
+
+
 def test_the_header_names_the_commit_that_was_measured():
     machine = {"gpu": "NVIDIA H200", "cuda": "13.0", "torch": "2.11", "triton": "3.6", "commit": "071eed5+dirty"}
     assert markdown_table([], machine).splitlines()[0].rstrip("*").endswith("| commit 071eed5+dirty")

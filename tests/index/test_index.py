@@ -8,16 +8,67 @@ from minference import ops
 from minference.index import (
     a_shape_index_mask_rows,
     block_sparse_index_mask_rows,
+    block_sparse_keep,
+    block_sparse_keeps,
     build_block_sparse_index,
     build_vertical_slash_index,
     vertical_slash_index_mask_rows,
+    vertical_slash_keep,
+    vertical_slash_keeps,
+    vertical_slash_kept_tiles,
 )
+from minference.patterns import block_sparse as block_sparse_pattern
+from minference.patterns import vertical_slash as vertical_slash_pattern
 from minference.patterns.vertical_slash import TILES
 
 pytestmark = pytest.mark.kernels
 
 lengths = st.one_of(st.sampled_from([1, 63, 64, 65, 127, 128, 129, 255, 257]), st.integers(1, 330))
 tiles = st.sampled_from(TILES)
+
+
+def assert_same_mask(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    differ = (got != want).nonzero()
+    assert differ.numel() == 0, f"{what}: {len(differ)} entries differ, first (b, h, i, j) " \
+        f"{differ[:5].tolist()}, kept there: {got[tuple(differ[:5].T)].tolist()}"
+
+
+def positions(n: int):
+    """Query and key positions ``(1, 1, n, 1)`` and ``(1, 1, 1, n)``, for evaluating a predicate densely."""
+    return torch.arange(n).view(1, 1, -1, 1), torch.arange(n).view(1, 1, 1, -1)
+
+
+def batch_heads(batch: int, heads: int):
+    return torch.arange(batch).view(-1, 1, 1, 1), torch.arange(heads).view(1, -1, 1, 1)
+
+
+def kernel_walk(index, n: int) -> torch.Tensor:
+    """The mask the vertical-slash kernel's loops produce, slot by slot: per query block ``m`` the first
+    ``block_count[m]`` block-diagonal offsets, then the first ``column_count[m]`` columns."""
+    batch, heads, blocks = index.block_count.shape
+    tile = index.tile
+    keep = torch.zeros(batch, heads, n, n, dtype=torch.bool)
+    for b in range(batch):
+        for h in range(heads):
+            for m in range(blocks):
+                rows = slice(m * tile, min(n, (m + 1) * tile))
+                for slot in range(index.block_count[b, h, m]):
+                    key_block = m - int(index.block_offsets[b, h, slot])
+                    keep[b, h, rows, key_block * tile : min(n, (key_block + 1) * tile)] = True
+                for slot in range(index.column_count[b, h, m]):
+                    keep[b, h, rows, int(index.columns[b, h, slot])] = True
+    return keep & torch.ones(n, n, dtype=torch.bool).tril()
+
+
+def tiles_of(mask: torch.Tensor, tile: int, how: str) -> torch.Tensor:
+    """``(B, H, R, R)``: tiles of a ``(B, H, n, n)`` mask with any (or, counting entries past n as kept, all)
+    entries kept."""
+    batch, heads, n, _ = mask.shape
+    rows = -(-n // tile)
+    padded = torch.full((batch, heads, rows * tile, rows * tile), how == "all", dtype=torch.bool)
+    padded[:, :, :n, :n] = mask
+    grouped = padded.view(batch, heads, rows, tile, rows, tile)
+    return grouped.all(dim=5).all(dim=3) if how == "all" else grouped.any(dim=5).any(dim=3)
 
 
 @st.composite
@@ -39,7 +90,46 @@ def test_vertical_slash_index_walks_exactly_the_pattern_mask(choice, tile):
     index = build_vertical_slash_index(n, vertical, slash, tile)
     assert index.tile == tile
     walked = vertical_slash_index_mask_rows(index, n, 0, n)
-    assert torch.equal(walked, ops.vertical_slash_mask(n, vertical, slash, tile=tile))
+    assert_same_mask(walked, vertical_slash_pattern.mask(n, vertical, slash, tile=tile), "torch backend rows")
+
+
+@settings(max_examples=60, deadline=None)
+@given(vertical_slash_choices(), tiles)
+def test_vertical_slash_predicate_evaluated_densely_is_the_definition(choice, tile):
+    """The Flex ``mask_mod`` evaluates the predicate one element at a time: all at once, it is the definition."""
+    n, vertical, slash = choice
+    keep = vertical_slash_keep(build_vertical_slash_index(n, vertical, slash, tile), n)
+    i, j = positions(n)
+    got = vertical_slash_keeps(keep, *batch_heads(*vertical.shape[:2]), i, j)
+    assert_same_mask(got, vertical_slash_pattern.mask(n, vertical, slash, tile=tile), "predicate")
+
+
+@settings(max_examples=40, deadline=None)
+@given(vertical_slash_choices(), tiles)
+def test_vertical_slash_predicate_is_the_kernel_walk(choice, tile):
+    """The predicate reads which offsets are present and which keys are columns; the kernel reads counts and
+    slots. The builder makes them agree; this pins it."""
+    n, vertical, slash = choice
+    index = build_vertical_slash_index(n, vertical, slash, tile)
+    i, j = positions(n)
+    got = vertical_slash_keeps(vertical_slash_keep(index, n), *batch_heads(*vertical.shape[:2]), i, j)
+    assert_same_mask(got, kernel_walk(index, n), "predicate vs the kernel's walk")
+
+
+@settings(max_examples=60, deadline=None)
+@given(vertical_slash_choices(), tiles)
+def test_vertical_slash_tiles_are_the_tiles_the_definition_keeps(choice, tile):
+    """The Flex block lists come from these tables: walked or gathered = every tile holding a kept entry, and a
+    walked tile below the diagonal keeps all of its entries."""
+    n, vertical, slash = choice
+    keep = vertical_slash_keep(build_vertical_slash_index(n, vertical, slash, tile), n)
+    walked, gathered = vertical_slash_kept_tiles(keep, torch.arange(-(-n // tile)))
+    definition = vertical_slash_pattern.mask(n, vertical, slash, tile=tile)
+    assert torch.equal(walked | gathered, tiles_of(definition, tile, "any")), "tiles holding a kept entry"
+    below = torch.ones(walked.shape[-1], walked.shape[-1], dtype=torch.bool).tril(-1)
+    assert not (walked & below & ~tiles_of(definition, tile, "all")).any(), "a walked tile drops an entry"
+    assert walked.diagonal(dim1=2, dim2=3).all(), "every diagonal tile is walked"
+    assert not (gathered & ~below).any(), "columns are gathered only left of the diagonal tile"
 
 
 @settings(max_examples=60, deadline=None)
@@ -127,7 +217,47 @@ def test_block_sparse_index_walks_exactly_the_pattern_mask(choice):
     n, block_size, block_idx = choice
     index = build_block_sparse_index(block_idx)
     walked = block_sparse_index_mask_rows(index, n, block_size, 0, n)
-    assert torch.equal(walked, ops.block_sparse_mask(n, block_idx, block_size))
+    assert_same_mask(walked, block_sparse_pattern.mask(n, block_idx, block_size), "torch backend rows")
+
+
+@settings(max_examples=60, deadline=None)
+@given(block_choices())
+def test_block_sparse_predicate_evaluated_densely_is_the_definition(choice):
+    n, block_size, block_idx = choice
+    keep = block_sparse_keep(build_block_sparse_index(block_idx), block_size)
+    i, j = positions(n)
+    got = block_sparse_keeps(keep, *batch_heads(*block_idx.shape[:2]), i, j)
+    definition = block_sparse_pattern.mask(n, block_idx, block_size)
+    assert_same_mask(got, definition, "predicate")
+    assert torch.equal(keep.walked, tiles_of(definition, block_size, "any")), "walked = the tiles holding entries"
+
+
+@settings(max_examples=40, deadline=None)
+@given(block_choices(), st.integers(1, 100))
+def test_block_sparse_index_rows_in_chunks_equal_all_rows(choice, chunk):
+    n, block_size, block_idx = choice
+    index = build_block_sparse_index(block_idx)
+    whole = block_sparse_index_mask_rows(index, n, block_size, 0, n)
+    parts = [block_sparse_index_mask_rows(index, n, block_size, s, min(n, s + chunk)) for s in range(0, n, chunk)]
+    assert torch.equal(torch.cat(parts, dim=2), whole)
+
+
+@settings(max_examples=30, deadline=None)
+@given(vertical_slash_choices(), block_choices(), st.data())
+def test_the_ops_masks_are_the_definitions_with_padding(vs_choice, bs_choice, data):
+    """The ops' masks are read off the built index (the backends' predicate); the definitions are computed from
+    the raw choices. They must agree, padding included."""
+    n, vertical, slash = vs_choice
+    lengths = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=vertical.shape[0],
+                                              max_size=vertical.shape[0])))
+    tile = data.draw(tiles)
+    assert_same_mask(ops.vertical_slash_mask(n, vertical, slash, seqlens=lengths, tile=tile),
+                     vertical_slash_pattern.mask(n, vertical, slash, seqlens=lengths, tile=tile), "ops mask")
+    n, block_size, block_idx = bs_choice
+    lengths = torch.tensor(data.draw(st.lists(st.integers(1, n), min_size=block_idx.shape[0],
+                                              max_size=block_idx.shape[0])))
+    assert_same_mask(ops.block_sparse_mask(n, block_idx, block_size, seqlens=lengths),
+                     block_sparse_pattern.mask(n, block_idx, block_size, seqlens=lengths), "ops mask")
 
 
 @settings(max_examples=60, deadline=None)
