@@ -1,7 +1,8 @@
-"""End-to-end prefill latency of a Llama-3-8B-1M-shaped model: dense (FA2, cuDNN), StreamingLLM, MInference.
+"""End-to-end prefill latency of a whole model: dense (FA2, cuDNN), StreamingLLM, MInference.
 
 The published MInference experiment, re-measured: one forward over an ``N``-token prompt with ``use_cache=False`` and
-``logits_to_keep=1``, after warm-up, CUDA-synchronised, median of several runs, with peak GPU memory. All methods run
+``logits_to_keep=1``, after warm-up, CUDA-synchronised, median of several runs, with peak GPU memory, on a shipped
+model, a checkpoint, or random weights of Llama-3-8B-1M's shape (the published model). All methods run
 the same model with the same token-chunked norms/MLPs (:mod:`minference.integrations.memory`); only attention
 differs:
 
