@@ -1,6 +1,7 @@
 """``minference eval needle|ruler|infinitebench|ppl``: run a benchmark, sparse vs dense, and write results.
 
-Writes ``{out}/{benchmark}-{model}.json`` (resumable), ``.md`` (tables) and, for needle and ppl, a ``.png``.
+Writes ``{out}/{benchmark}-{model}.json`` (resumable), ``.md`` (tables) and a ``.png`` (needle heatmap, PPL or
+average score against length).
 ``minference eval report A.json B.json --out DIR`` merges the files of one run split over processes or machines.
 """
 
@@ -12,8 +13,16 @@ from pathlib import Path
 from . import infinitebench, needle, ruler
 from .methods import method_settings, parse_methods
 from .models import load_model, model_dtype, model_identity, path_or_name
-from .plots import needle_heatmap, ppl_curve
-from .report import by_length, by_task, density_table, ppl_table, skipped_lines
+from .plots import needle_heatmap, ppl_curve, score_curve
+from .report import (
+    average_by_length,
+    by_length,
+    by_task,
+    density_table,
+    ppl_table,
+    skipped_lines,
+    unfinished_note,
+)
 from .results import ResultStore, atomic_write_text
 from .runner import ppl_by_method, run_examples, run_ppl
 
@@ -160,7 +169,7 @@ def open_store(args, loaded, methods, stem: Path) -> ResultStore:
 
 
 def write_report(store: ResultStore, stem: Path) -> str:
-    """``{stem}.md`` (the tables) and, for needle and ppl, ``{stem}.png`` from ``store``; returns the markdown."""
+    """``{stem}.md`` (the tables) and ``{stem}.png`` (the benchmark's picture) from ``store``; returns the markdown."""
     benchmark, name = store.meta["benchmark"], store.meta["model"]
     sections = []
     if benchmark == "ppl":
@@ -174,6 +183,8 @@ def write_report(store: ResultStore, stem: Path) -> str:
             ordered = list(store.meta.get("grid", {}).get("tasks") or [])  # the benchmark's order first
             tasks = ordered + sorted({r["task"] for r in store.records.values()} - set(ordered))
             sections.append(by_task(store, tasks))
+            score_curve(average_by_length(store), _with_extension(stem, ".png"), title=f"{name}: {benchmark}",
+                        note=unfinished_note(store))
     sections.append(density_table(store))
     if store.skipped:
         sections.append(skipped_lines(store))

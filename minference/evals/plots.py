@@ -1,10 +1,12 @@
-"""The pictures: the needle heatmap (lengths × depths, one panel per method) and the PPL-vs-length curve."""
+"""The pictures: the needle heatmap (lengths × depths, one panel per method), the PPL-vs-length curve and the
+score-vs-length curve of RULER and InfiniteBench; each written atomically."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
+from .._files import atomic_write
 from .results import ResultStore
 
 
@@ -15,6 +17,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path, plt, **options) -> Path:
+    """Write ``fig`` as PNG atomically (a reader never sees half a picture), then close it."""
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight", **options))
+    finally:
+        plt.close(fig)
 
 
 def _length_label(n: int) -> str:
@@ -60,11 +70,7 @@ def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
     fig.colorbar(image, ax=axes[0].tolist(), label="score")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, plt)
 
 
 def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Path:
@@ -83,8 +89,30 @@ def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Pat
     ax.legend()
     if title:
         ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, plt)
+
+
+def score_curve(curves: dict[str, dict[int, float]], path, title: str = "", note: str = "") -> Path:
+    """Average score (0-100) against context length, one line per method (RULER's and InfiniteBench's headline);
+    ``note`` goes under the axes (e.g. which tasks an average covers)."""
+    if not curves:
+        raise ValueError("curves must not be empty")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, points in curves.items():
+        lengths = sorted(points)
+        ax.plot(lengths, [points[n] for n in lengths], marker="o", label=method)
+    lengths = sorted({n for points in curves.values() for n in points})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [_length_label(n) for n in lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("average score")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=7, va="top", wrap=True)
+    return _save(fig, path, plt)

@@ -50,20 +50,31 @@ def _unfinished_note(store: ResultStore, finished: dict) -> str:
     )
 
 
-def by_length(store: ResultStore) -> str:
-    """Score per length averaged over tasks (needle, RULER's headline table); at each length only over the tasks
-    every method finished, with a note naming the others."""
-    scores = store.scores()
+def average_by_length(store: ResultStore) -> dict[str, dict[int, float]]:
+    """``{method: {length: mean score}}`` over the tasks every method completed at that length."""
     finished = finished_tasks(store)
-    rows: dict[str, dict[str, float]] = {}
-    for method, cells in scores.items():
+    averages: dict[str, dict[int, float]] = {}
+    for method, cells in store.scores().items():
         per: dict[int, list] = defaultdict(list)
         for (task, n), value in cells.items():
             if task in finished[n]:
                 per[n].append(value)
-        rows[method] = {str(n): sum(v) / len(v) for n, v in per.items()}
-    table = markdown_table(rows, [str(n) for n in _lengths(scores)])
-    note = _unfinished_note(store, finished)
+        averages[method] = {n: sum(v) / len(v) for n, v in per.items()}
+    return averages
+
+
+def unfinished_note(store: ResultStore) -> str:
+    """One line per length where some task is missing or partial for some method (empty when none is)."""
+    return _unfinished_note(store, finished_tasks(store))
+
+
+def by_length(store: ResultStore) -> str:
+    """Score per length averaged over tasks (needle, RULER's headline table); at each length only over the tasks
+    every method finished, with a note naming the others."""
+    averages = average_by_length(store)
+    rows = {method: {str(n): v for n, v in per.items()} for method, per in averages.items()}
+    table = markdown_table(rows, [str(n) for n in _lengths(store.scores())])
+    note = unfinished_note(store)
     return table + ("\n\n" + note if note else "")
 
 

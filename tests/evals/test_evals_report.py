@@ -121,3 +121,11 @@ def test_tasks_only_another_file_ran_keep_their_columns(tmp_path):
     b = _store(tmp_path / "b.json", ["dense"], {("fwe", 8000): [0.0]})
     _, report = cli.merge_results([a.path, b.path], tmp_path / "out")
     assert "| Method | vt | fwe | Avg. |" in report
+
+
+def test_ruler_and_infinitebench_reports_draw_the_average_against_length(tmp_path):
+    a = _store(tmp_path / "a.json", ["dense"], {("vt", 8000): [1.0], ("vt", 16000): [0.0]})
+    cli.merge_results([a.path], tmp_path / "out")
+    picture = tmp_path / "out" / "ruler-fake.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # written through a temporary file, none left behind

@@ -29,6 +29,7 @@ def harness(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: loaded)
     monkeypatch.setattr(cli, "needle_heatmap", lambda *a, **k: None)
     monkeypatch.setattr(cli, "ppl_curve", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "score_curve", lambda *a, **k: None)
     monkeypatch.setattr(runner, "apply_attention", lambda model, method, budgets=None: None)
     monkeypatch.setattr(runner, "executed_tiles", lambda *a, **k: None)
     monkeypatch.setattr(runner, "prompt_ids", lambda loaded, ex, chat=True: torch.zeros(1, 8, dtype=torch.long))
