@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import shipped
+from . import gguf_metadata, shipped
 from .methods import Method
 
 DEFAULT_MODEL = "smollm2"
@@ -180,9 +180,11 @@ def load_model(
     gguf = model_gguf(name_or_path)
     if gguf is not None:
         source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
+        config, tokenizer = gguf_metadata.load_config_and_tokenizer(gguf)
     else:
         source = str(name_or_path)
-    config = AutoConfig.from_pretrained(source, **kwargs)
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     if rope_scaling is not None:
         original = config.max_position_embeddings
         yarn = {"rope_type": "yarn", "factor": float(rope_scaling), "original_max_position_embeddings": original}
@@ -192,7 +194,6 @@ def load_model(
         else:
             config.rope_scaling = yarn
         config.max_position_embeddings = int(original * rope_scaling)
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch_dtype, **kwargs)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
