@@ -121,10 +121,11 @@ def cell_scores(store: ResultStore, task: str, length: int) -> dict:
     if task == "ppl":
         return {m: points[length] for m, points in ppl_by_method(store).items() if length in points}
     scores = store.scores()
-    finished = finished_tasks(store)[length]  # an average compares the tasks every method finished
+    # an average compares the tasks every method finished
+    wanted = finished_tasks(store)[length] if task == "average" else {task}
     out = {}
     for method, cells in scores.items():
-        values = [v for (t, n), v in cells.items() if n == length and (t == task or task == "average" and t in finished)]
+        values = [v for (t, n), v in cells.items() if n == length and t in wanted]
         if values:
             out[method] = sum(values) / len(values)
     return out

@@ -37,13 +37,17 @@ def _stamp(gguf: Path) -> dict:
 
 def metadata_folder(gguf: Path) -> Path:
     """The folder for ``gguf``'s config and tokenizer under ``$MINFERENCE_CACHE/gguf-metadata`` (may not exist)."""
-    digest = hashlib.sha256(json.dumps(_stamp(gguf), sort_keys=True).encode()).hexdigest()[:16]
+    return _folder(gguf, _stamp(gguf))
+
+
+def _folder(gguf: Path, stamp: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "gguf-metadata" / f"{gguf.stem}-{digest}"
 
 
-def _is_current(folder: Path, gguf: Path) -> bool:
+def _is_current(folder: Path, stamp: dict) -> bool:
     try:
-        return json.loads((folder / STAMP).read_text()) == _stamp(gguf)
+        return json.loads((folder / STAMP).read_text()) == stamp
     except (OSError, ValueError):
         return False
 
@@ -55,26 +59,27 @@ def load_config_and_tokenizer(gguf: Path):
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    folder = metadata_folder(gguf)
-    if _is_current(folder, gguf):
+    stamp = _stamp(gguf)
+    folder = _folder(gguf, stamp)
+    if _is_current(folder, stamp):
         return AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     try:
-        _write(folder, gguf, config, tokenizer)
+        _write(folder, stamp, config, tokenizer)
     except OSError:  # a read-only cache only costs the slow path again next time
         pass
     return config, tokenizer
 
 
-def _write(folder: Path, gguf: Path, config, tokenizer) -> None:
+def _write(folder: Path, stamp: dict, config, tokenizer) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / STAMP).write_text(json.dumps(_stamp(gguf), sort_keys=True))
-        if folder.exists() and not _is_current(folder, gguf):
+        (staging / STAMP).write_text(json.dumps(stamp, sort_keys=True))
+        if folder.exists() and not _is_current(folder, stamp):
             shutil.rmtree(folder)  # a folder left without its stamp
         if not folder.exists():  # else another process renamed its copy in first: keep that one
             os.replace(staging, folder)

@@ -73,8 +73,8 @@ def needle_heatmap(store: ResultStore, path, title: str = "") -> Path:
     return _save(fig, path, plt)
 
 
-def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Path:
-    """Perplexity against context length, one line per method (log-scale y like the published figure)."""
+def _curves(curves: dict[str, dict[int, float]]):
+    """``(plt, fig, ax)`` with one line per method of ``{method: {length: value}}`` against context length."""
     if not curves:
         raise ValueError("curves must not be empty")
     plt = _pyplot()
@@ -83,6 +83,12 @@ def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Pat
         lengths = sorted(points)
         ax.plot(lengths, [points[n] for n in lengths], marker="o", label=method)
     ax.set_xlabel("context length (tokens)")
+    return plt, fig, ax
+
+
+def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Path:
+    """Perplexity against context length, one line per method (log-scale y like the published figure)."""
+    plt, fig, ax = _curves(curves)
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
@@ -95,18 +101,11 @@ def ppl_curve(curves: dict[str, dict[int, float]], path, title: str = "") -> Pat
 def score_curve(curves: dict[str, dict[int, float]], path, title: str = "", note: str = "") -> Path:
     """Average score (0-100) against context length, one line per method (RULER's and InfiniteBench's headline);
     ``note`` goes under the axes (e.g. which tasks an average covers)."""
-    if not curves:
-        raise ValueError("curves must not be empty")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, points in curves.items():
-        lengths = sorted(points)
-        ax.plot(lengths, [points[n] for n in lengths], marker="o", label=method)
+    plt, fig, ax = _curves(curves)
     lengths = sorted({n for points in curves.values() for n in points})
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [_length_label(n) for n in lengths])
     ax.minorticks_off()
-    ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("average score")
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)

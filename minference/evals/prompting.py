@@ -7,6 +7,7 @@ A tokenizer here is anything with ``encode(text, add_special_tokens=False) -> li
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Sequence
 
 
@@ -40,39 +41,31 @@ def context_budget(tokenizer, template: Callable[[str], str], length: int, reser
     return budget
 
 
-def _prefix_token_estimates(tokenizer, units: Sequence[str], join: str) -> list[int] | None:
-    """For every ``k``, about how many tokens ``join.join(units[:k])`` has, read off one tokenisation of the whole
-    text: the tokens that end inside the prefix. Exact except at the cut, where a token may merge across it. None
-    when the tokenizer cannot report character offsets (only HF fast tokenizers do)."""
-    text = join.join(units)
+def _prefix_lengths(units: Sequence[str], join: str) -> list[int]:
+    """``[len(join.join(units[:k])) for k in 0..len(units)]``, without joining."""
+    lengths = list(itertools.accumulate((len(unit) + len(join) for unit in units), initial=-len(join)))
+    lengths[0] = 0  # every later prefix has one join fewer than units
+    return lengths
+
+
+def _prefix_token_estimates(tokenizer, units: Sequence[str], join: str, cuts: Sequence[int]) -> list[int] | None:
+    """For every ``k``, about how many tokens ``join.join(units[:k])`` (``cuts[k]`` characters) has, read off one
+    tokenisation of the whole text: the tokens that end inside the prefix. Exact except at the cut, where a token
+    may merge across it. None when the tokenizer cannot report character offsets (only HF fast tokenizers do)."""
     try:
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = tokenizer(join.join(units), add_special_tokens=False, return_offsets_mapping=True)
         offsets = encoded["offset_mapping"]
     except Exception:  # noqa: BLE001 - any tokenizer without offsets falls back to exact counting
         return None
     ends = [end for _, end in offsets]
     if any(later < earlier for earlier, later in zip(ends, ends[1:])):
         return None
-    estimates, cut = [0], 0
-    for unit_index, unit in enumerate(units):
-        cut += len(unit) + (len(join) if unit_index else 0)
-        estimates.append(bisect.bisect_right(ends, cut))
-    return estimates
+    return [bisect.bisect_right(ends, cut) for cut in cuts]
 
 
 _CHARS_PER_TOKEN_BOUND = 6
 """A first bracket of characters per budget token; more than natural text or digits take per token (3-5), and a
 bracket that still fits is doubled, so it only has to be a good guess."""
-
-
-def _units_reaching(units: Sequence[str], join: str, chars: int) -> int:
-    """The smallest ``k >= 1`` whose ``join.join(units[:k])`` is at least ``chars`` long (or all units)."""
-    total = 0
-    for k, unit in enumerate(units, start=1):
-        total += len(unit) + (len(join) if k > 1 else 0)
-        if total >= chars:
-            return k
-    return len(units)
 
 
 def fit_units(tokenizer, units: Sequence[str], budget: int, join: str = "\n") -> int:
@@ -94,13 +87,14 @@ def fit_units(tokenizer, units: Sequence[str], budget: int, join: str = "\n") ->
 
     # the units often hold far more text than fits (a whole corpus for a haystack): bracket the answer with a
     # prefix of a few characters per budget token, doubled until it overflows, instead of tokenising everything
-    hi = _units_reaching(units, join, _CHARS_PER_TOKEN_BOUND * budget + 64)
+    cuts = _prefix_lengths(units, join)
+    hi = min(max(1, bisect.bisect_left(cuts, _CHARS_PER_TOKEN_BOUND * budget + 64)), len(units))
     while size(hi) <= budget:
         if hi == len(units):
             return hi
         hi = min(len(units), 2 * hi)
     lo = 0
-    estimates = _prefix_token_estimates(tokenizer, units[:hi], join)
+    estimates = _prefix_token_estimates(tokenizer, units[:hi], join, cuts[: hi + 1])
     if estimates is not None:
         k = bisect.bisect_right(estimates, budget) - 1  # the largest k whose estimate fits
         while k > 0 and size(k) > budget:

@@ -37,8 +37,9 @@ def finished_tasks(store: ResultStore) -> dict:
     return finished
 
 
-def _unfinished_note(store: ResultStore, finished: dict) -> str:
+def unfinished_note(store: ResultStore) -> str:
     """One line per length where some task is missing or partial for some method (empty when none is)."""
+    finished = finished_tasks(store)
     tasks_at: dict[int, set] = defaultdict(set)
     for record in store.records.values():
         tasks_at[int(record["length"])].add(record["task"])
@@ -63,11 +64,6 @@ def average_by_length(store: ResultStore) -> dict[str, dict[int, float]]:
     return averages
 
 
-def unfinished_note(store: ResultStore) -> str:
-    """One line per length where some task is missing or partial for some method (empty when none is)."""
-    return _unfinished_note(store, finished_tasks(store))
-
-
 def by_length(store: ResultStore) -> str:
     """Score per length averaged over tasks (needle, RULER's headline table); at each length only over the tasks
     every method finished, with a note naming the others."""
@@ -83,16 +79,18 @@ def by_task(store: ResultStore, tasks) -> str:
     Cells a method has not completed show ``–``; the average is over the cells every method completed."""
     scores = store.scores()
     lengths = _lengths(scores)
-    rows: dict[str, dict[str, float]] = {}
-    columns = [t if len(lengths) == 1 else f"{t}@{n}" for t in tasks for n in lengths]
+
+    def column(task: str, n: int) -> str:
+        return task if len(lengths) == 1 else f"{task}@{n}"
+
     complete = complete_cells(store)
-    for method, cells in scores.items():
-        rows[method] = {
-            (t if len(lengths) == 1 else f"{t}@{n}"): v for (t, n), v in cells.items() if (method, t, n) in complete
-        }
-    present = [c for c in columns if any(c in r for r in rows.values())]
+    rows = {
+        method: {column(t, n): v for (t, n), v in cells.items() if (method, t, n) in complete}
+        for method, cells in scores.items()
+    }
+    present = [c for c in (column(t, n) for t in tasks for n in lengths) if any(c in r for r in rows.values())]
     finished = finished_tasks(store)
-    shared = [t if len(lengths) == 1 else f"{t}@{n}" for n in lengths for t in tasks if t in finished[n]]
+    shared = [column(t, n) for n in lengths for t in tasks if t in finished[n]]
     return markdown_table(rows, present, average_over=shared)
 
 
