@@ -6,7 +6,8 @@
 ``--model`` is a shipped model's short name (``smollm2``, ``qwen2.5-coder-0.5b``), a transformers model id or
 folder, or a ``.gguf`` file. Scores go to ``--work-dir`` (default
 ``OUT.partial``); rerunning the same command resumes, and changing only the selection (``--target-density``,
-``--min-recall``, ``--tile-costs``) reuses every score.
+``--min-recall``, ``--tile-costs``) reuses every score. ``--add-scores DIR`` averages the examples of another
+finished search (another task, same model and length) into the choice: a config calibrated on retrieval and prose.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .. import config as config_io
 from ..config_show import mix_table
 from .candidates import TileCosts
 from .prompts import check_task
-from .runner import SearchSettings, build_config, load_table, score_examples
+from .runner import SearchSettings, build_config, calibration_sets, load_table, score_examples
 
 
 def load_model(name: str, device: str, dtype: str):
@@ -71,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     examples = range(args.start_example, args.start_example + args.num_examples)
     target_density = 1.0 / args.target_speedup if args.target_speedup else args.target_density
     config = build_config(
-        manifest, load_table(work_dir, manifest, examples), examples, target_density=target_density, min_recall=args.min_recall,
-        tile_costs=args.tile_costs, model_name=args.model_name or args.model,
+        manifest, load_table(work_dir, manifest, examples, add=args.add_scores), examples,
+        target_density=target_density, min_recall=args.min_recall, tile_costs=args.tile_costs,
+        model_name=args.model_name or args.model, calibration=calibration_sets(manifest, examples, args.add_scores),
     )
     config_io.save(config, args.out)
     print(mix_table(config["layers"], config["metadata"]))
@@ -109,6 +111,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "pooled_blocks=7.4e-5,unit=ms' (default: tiles; block_pairs follows estimate and wide, a "
                              "128 x 128 tile, 4 x walked unless given)")
     parser.add_argument("--work-dir", help="folder of per-layer scores, for resuming (default OUT.partial)")
+    parser.add_argument("--add-scores", action="append", default=[], metavar="DIR",
+                        help="work folder of another finished search of this model at this length (e.g. another "
+                             "--task) whose examples join the average the choice is made on; repeatable")
     parser.add_argument("--model-name", help="model name recorded in the provenance (default --model)")
     parser.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import asdict, dataclass
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -138,28 +140,85 @@ def score_examples(model, tokenizer, settings: SearchSettings, work_dir: str | P
     return manifest
 
 
-def load_table(work_dir: str | Path, manifest: dict, examples: range) -> list[list[list[dict]]]:
-    """``table[layer][head][slot]``: the scores in ``work_dir`` averaged over ``examples``.
-
-    Raises:
-        ValueError: the scores are of another version (older ones lack ``recall_last``), or a score file is missing
-            (run :func:`score_examples` for those examples first).
-    """
-    work_dir = Path(work_dir)
+def _layer_scores(work_dir: Path, manifest: dict, examples) -> list[list[list[list[dict]]]]:
+    """``scores[layer][i]``: example ``examples[i]``'s scores of ``layer`` as stored in ``work_dir``."""
     version = manifest.get("score_version", 1)
     if version != SCORE_VERSION:
         raise ValueError(
             f"work_dir {str(work_dir)!r} holds version-{version} scores (this search needs version {SCORE_VERSION}, "
             "which adds recall_last); score into a new work_dir"
         )
-    missing = [str(_score_path(work_dir, e, l)) for e in examples for l in range(manifest["model_shape"]["layers"])
+    layers = manifest["model_shape"]["layers"]
+    missing = [str(_score_path(work_dir, e, l)) for e in examples for l in range(layers)
                if not _score_path(work_dir, e, l).exists()]
     if missing:
         raise ValueError(f"{len(missing)} score files are missing, e.g. {missing[0]}; score those examples first")
-    return [
-        average_scores([read_json(_score_path(work_dir, example, layer))["scores"] for example in examples])
-        for layer in range(manifest["model_shape"]["layers"])
-    ]
+    return [[read_json(_score_path(work_dir, e, layer))["scores"] for e in examples] for layer in range(layers)]
+
+
+_SAME_SCALE = ("length", "error_rows", "score_version", "model_shape", "candidates")
+"""What two work folders must share for their scores to be averaged: the task, seed and examples may differ."""
+
+
+def scored_examples(work_dir: str | Path) -> list[int]:
+    """The examples every layer of which is scored in ``work_dir`` (a finished search's calibration set).
+
+    Raises:
+        ValueError: ``work_dir`` holds no manifest, no finished example, or an example scored on only some layers.
+    """
+    work_dir = Path(work_dir)
+    if not (work_dir / "manifest.json").is_file():
+        raise ValueError(f"work_dir {str(work_dir)!r} holds no search scores (no manifest.json)")
+    layers = read_json(work_dir / "manifest.json")["model_shape"]["layers"]
+    found: dict[int, set[int]] = {}
+    for path in work_dir.glob("example*-layer*.json"):
+        match = re.fullmatch(r"example(\d+)-layer(\d+)\.json", path.name)
+        if match:
+            found.setdefault(int(match[1]), set()).add(int(match[2]))
+    partial = sorted(e for e, scored in found.items() if len(scored) < layers)
+    if partial:
+        raise ValueError(f"work_dir {str(work_dir)!r}: example {partial[0]} is scored on only "
+                         f"{len(found[partial[0]])} of {layers} layers; finish that search first")
+    if not found:
+        raise ValueError(f"work_dir {str(work_dir)!r} holds no scored example")
+    return sorted(found)
+
+
+def load_table(
+    work_dir: str | Path, manifest: dict, examples: range, *, add: Sequence[str | Path] = ()
+) -> list[list[list[dict]]]:
+    """``table[layer][head][slot]``: the scores in ``work_dir`` averaged over ``examples``.
+
+    ``add``: work folders of other finished searches (another task, seed or examples, same model, length and
+    candidates) whose every scored example joins the average, one weight per example: a config calibrated on a
+    retrieval prompt and on prose at once.
+
+    Raises:
+        ValueError: the scores are of another version (older ones lack ``recall_last``), a score file is missing
+            (run :func:`score_examples` for those examples first), or an ``add`` folder scored another model,
+            length or candidate set (naming what differs).
+    """
+    work_dir = Path(work_dir)
+    per_layer = _layer_scores(work_dir, manifest, examples)
+    for other_dir in map(Path, add):
+        examples_there = scored_examples(other_dir)
+        other = read_json(other_dir / "manifest.json")
+        differing = [key for key in _SAME_SCALE if other.get(key) != manifest.get(key)]
+        if differing:
+            raise ValueError(f"add: work_dir {str(other_dir)!r} scored another search (differs in "
+                             f"{', '.join(differing)}); only the task, seed and examples may differ")
+        for layer, scores in enumerate(_layer_scores(other_dir, other, examples_there)):
+            per_layer[layer].extend(scores)
+    return [average_scores(scores) for scores in per_layer]
+
+
+def calibration_sets(manifest: dict, examples: range, add: Sequence[str | Path] = ()) -> list[dict]:
+    """Provenance of every calibration set in a choice: task, seed and examples of the search and of each ``add``."""
+    sets = [{"task": manifest["task"], "seed": manifest["seed"], "examples": list(examples)}]
+    for other_dir in map(Path, add):
+        other = read_json(other_dir / "manifest.json")
+        sets.append({"task": other["task"], "seed": other["seed"], "examples": scored_examples(other_dir)})
+    return sets
 
 
 def build_config(
@@ -172,12 +231,14 @@ def build_config(
     tile_costs: TileCosts | None = None,
     min_slope: float = MIN_SLOPE,
     model_name: str = "",
+    calibration: list[dict] | None = None,
 ) -> dict:
     """Choose a pattern per head from averaged scores: the config as JSON-ready ``{"layers", "metadata"}``.
 
     ``layers[layer][head]`` are pattern entries (:mod:`minference.config` schema); ``metadata`` is the provenance:
-    model, task, length, examples, seed, date, selection, tile costs, overall density and recall, and per-head
-    ``scores[layer][head] = {"recall", "error", "density"}``.
+    model, task, length, examples, seed, date, the calibration sets averaged (``calibration``, from
+    :func:`calibration_sets`; default the search's own), selection, tile costs, overall density and recall, and
+    per-head ``scores[layer][head] = {"recall", "error", "density"}``.
 
     Exactly one of ``target_density`` (global budget, see :func:`choose_budget`) and ``min_recall`` (per head, see
     :func:`choose_min_recall`) may be given; neither means ``min_recall=0.95``.
@@ -224,6 +285,7 @@ def build_config(
         "examples": [examples.start, examples.stop],
         "seed": manifest["seed"],
         "date": manifest["date"],
+        "calibration": calibration or calibration_sets(manifest, examples),
         "selection": selection,
         "tile_costs": asdict(tile_costs),
         "density": round(total_cost / (dense_cost * heads), 6),
@@ -255,6 +317,7 @@ def search(
     tile_costs: TileCosts | None = None,
     work_dir: str | Path,
     model_name: str = "",
+    add_scores: Sequence[str | Path] = (),
     progress: bool = True,
 ) -> dict:
     """Search a pattern and budget for every head of ``model``; returns the config (see :func:`build_config`), which
@@ -270,12 +333,15 @@ def search(
         tile_costs: weights turning tiles into cost (e.g. measured ms per tile); default counts tiles.
         work_dir: folder for per-layer scores; a rerun resumes from it.
         model_name: recorded in the provenance.
+        add_scores: work folders of other finished searches averaged into the choice (see :func:`load_table`).
 
     Raises:
         ValueError, TypeError: bad settings (naming the argument), or a ``work_dir`` holding another search.
     """
     settings = SearchSettings(task, length, start_example, num_examples, seed, error_rows)
     manifest = score_examples(model, tokenizer, settings, work_dir, progress=progress)
-    table = load_table(work_dir, manifest, _examples(settings))
-    return build_config(manifest, table, _examples(settings), target_density=target_density, min_recall=min_recall,
-                        tile_costs=tile_costs, model_name=model_name)
+    examples = _examples(settings)
+    table = load_table(work_dir, manifest, examples, add=add_scores)
+    return build_config(manifest, table, examples, target_density=target_density, min_recall=min_recall,
+                        tile_costs=tile_costs, model_name=model_name,
+                        calibration=calibration_sets(manifest, examples, add_scores))

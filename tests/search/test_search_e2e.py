@@ -10,6 +10,7 @@ import torch
 from evals_helpers import byte_tokenizer
 from minference import config as config_io
 from minference import config_show
+from minference.search import choose
 from minference.search import cli as search_cli
 from minference.search import runner
 from minference.search.prompts import calibration_ids
@@ -105,6 +106,50 @@ def test_scores_of_an_older_version_are_refused_not_mixed(tiny, tmp_path):
         runner.load_table(work_dir, manifest, range(1))
 
 
+def _stored(work_dir, example, layer):
+    return json.loads((work_dir / f"example{example:04d}-layer{layer:03d}.json").read_text())["scores"]
+
+
+def test_scores_of_another_task_join_the_average_one_weight_per_example(tiny, tmp_path):
+    prose = tmp_path / "prose.txt"
+    prose.write_text("The river ran past the mill and the miller sang of rain. " * 60)
+    _search(tiny, tmp_path / "retrieval")  # examples 0 and 1
+    _search(tiny, tmp_path / "prose", task=f"text:{prose}", num_examples=1)
+    mixed = _search(tiny, tmp_path / "prose", task=f"text:{prose}", num_examples=1, add_scores=[tmp_path / "retrieval"])
+    manifest = json.loads((tmp_path / "prose" / "manifest.json").read_text())
+    expected = [choose.average_scores([_stored(tmp_path / "prose", 0, layer), _stored(tmp_path / "retrieval", 0, layer),
+                                       _stored(tmp_path / "retrieval", 1, layer)]) for layer in range(2)]
+    table = runner.load_table(tmp_path / "prose", manifest, range(1), add=[tmp_path / "retrieval"])
+    assert table == expected
+    by_hand = runner.build_config(manifest, expected, range(1), target_density=0.6, model_name="tiny-llama",
+                                  calibration=mixed["metadata"]["calibration"])
+    by_hand["metadata"].pop("date"), mixed["metadata"].pop("date")
+    assert by_hand == mixed
+    assert mixed["metadata"]["calibration"] == [
+        {"task": f"text:{prose}", "seed": 0, "examples": [0]}, {"task": "kv_retrieval", "seed": 0, "examples": [0, 1]}]
+    alone = _search(tiny, tmp_path / "prose", task=f"text:{prose}", num_examples=1)
+    assert alone["metadata"]["calibration"] == [{"task": f"text:{prose}", "seed": 0, "examples": [0]}]
+    assert [s["recall"] for s in alone["metadata"]["scores"][0]] != [s["recall"] for s in mixed["metadata"]["scores"][0]]
+
+
+def test_added_scores_must_be_a_finished_search_of_the_same_scale(tiny, tmp_path):
+    _search(tiny, tmp_path / "main", num_examples=1)
+    manifest = json.loads((tmp_path / "main" / "manifest.json").read_text())
+    _search(tiny, tmp_path / "longer", num_examples=1, length=LENGTH + 64)
+    with pytest.raises(ValueError, match="add: .*differs in length"):
+        runner.load_table(tmp_path / "main", manifest, range(1), add=[tmp_path / "longer"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no search scores"):
+        runner.load_table(tmp_path / "main", manifest, range(1), add=[tmp_path / "empty"])
+    _search(tiny, tmp_path / "cut", num_examples=1, seed=1)
+    (tmp_path / "cut" / "example0000-layer001.json").unlink()
+    with pytest.raises(ValueError, match="example 0 is scored on only 1 of 2 layers"):
+        runner.load_table(tmp_path / "main", manifest, range(1), add=[tmp_path / "cut"])
+    (tmp_path / "cut" / "example0000-layer000.json").unlink()
+    with pytest.raises(ValueError, match="no scored example"):
+        runner.load_table(tmp_path / "main", manifest, range(1), add=[tmp_path / "cut"])
+
+
 def test_prompts_have_the_exact_length_and_depend_only_on_the_example(tiny):
     tokenizer = tiny[1]
     for task in ("kv_retrieval", "passkey"):
@@ -140,6 +185,10 @@ def test_cli_search_then_config_show(tiny, tmp_path, capsys):
     assert (tmp_path / "config.json.partial" / "manifest.json").exists()
     config = config_io.load(out)
     assert config.num_layers == 2 and config.metadata["selection"] == {"min_recall": 0.9}
+    _search(tiny, tmp_path / "retrieval", num_examples=1)
+    assert _cli(["search", "--model", str(tmp_path / "model"), "--task", f"text:{text_file}", "--length", str(LENGTH),
+                 "--out", str(out), "--min-recall", "0.9", "--no-progress", "--add-scores", str(tmp_path / "retrieval")]) == 0
+    assert [c["task"] for c in config_io.load(out).metadata["calibration"]] == [f"text:{text_file}", "kv_retrieval"]
     capsys.readouterr()
     assert _cli(["config", "show", str(out), "--heatmap", str(tmp_path / "map.png")]) == 0
     shown = capsys.readouterr().out
