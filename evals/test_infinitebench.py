@@ -4,15 +4,15 @@ import pytest
 from harness import check, run_benchmark, thresholds
 
 CASES = thresholds("infinitebench")
-TASKS = sorted({task for task, _, _, _ in CASES if task not in ("average", "ppl")}) or None
+TASKS = sorted({task for task, *_ in CASES if task not in ("average", "ppl")}) or None
 
 
 @pytest.fixture(scope="module")
 def store():
-    return run_benchmark("infinitebench", [length for _, length, _, _ in CASES], TASKS)
+    return run_benchmark("infinitebench", [length for _, length, *_ in CASES], TASKS)
 
 
 @pytest.mark.eval
-@pytest.mark.parametrize("task, length, min_score, max_drop", CASES)
-def test_infinitebench_within_threshold(store, task, length, min_score, max_drop):
-    check(store, task, length, min_score, max_drop)
+@pytest.mark.parametrize("task, length, min_score, max_drop, method", CASES)
+def test_infinitebench_within_threshold(store, task, length, min_score, max_drop, method):
+    check(store, task, length, min_score, max_drop, method)

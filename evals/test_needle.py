@@ -8,10 +8,10 @@ CASES = thresholds("needle")
 
 @pytest.fixture(scope="module")
 def store():
-    return run_benchmark("needle", [length for _, length, _, _ in CASES])
+    return run_benchmark("needle", [length for _, length, *_ in CASES])
 
 
 @pytest.mark.eval
-@pytest.mark.parametrize("task, length, min_score, max_drop", CASES)
-def test_needle_within_threshold(store, task, length, min_score, max_drop):
-    check(store, task, length, min_score, max_drop)
+@pytest.mark.parametrize("task, length, min_score, max_drop, method", CASES)
+def test_needle_within_threshold(store, task, length, min_score, max_drop, method):
+    check(store, task, length, min_score, max_drop, method)

@@ -496,16 +496,28 @@ def _fallback_text(dense_above) -> str:
 
 
 def _timings(document: dict) -> list:
-    """``[(lengths, "median of R, after W warm-up"), ...]``: one entry unless merged runs were timed differently."""
+    """``[(cells, "median of R, after W warm-up"), ...]``: one entry unless merged runs were timed differently.
+
+    ``cells`` name lengths (``512K``), or a length and its methods (``512K (MInference)``) where the methods of one
+    length were timed differently."""
     default_warmup = document["settings"]["warmup"]
     by_how: dict = {}
+    methods_at: dict = {}
     for row in document["rows"]:
         if "runs" in row:
             how = f"median of {len(row['runs'])}, after {row.get('warmup', default_warmup)} warm-up"
-            by_how.setdefault(how, set()).add(row["tokens"])
+            by_how.setdefault(how, {}).setdefault(row["tokens"], []).append(row["method"])
+            methods_at.setdefault(row["tokens"], []).append(row["method"])
     if not by_how:
-        by_how[f"median of {document['settings']['runs']}, after {default_warmup} warm-up"] = set()
-    return [(sorted(ns), how) for how, ns in sorted(by_how.items(), key=lambda item: min(item[1], default=0))]
+        return [([], f"median of {document['settings']['runs']}, after {default_warmup} warm-up")]
+
+    def cell(tokens, methods):
+        if len(methods) == len(methods_at[tokens]):
+            return _format_tokens(tokens)
+        return f"{_format_tokens(tokens)} ({', '.join(METHOD_TITLES[m] for m in methods)})"
+
+    return [([cell(n, cells[n]) for n in sorted(cells)], how)
+            for how, cells in sorted(by_how.items(), key=lambda item: min(item[1]))]
 
 
 def _random_weights(document: dict) -> bool:
@@ -569,7 +581,7 @@ def markdown(document: dict) -> str:
             + " |"
         )
     if len(timings) > 1:
-        lines += [""] + [f"- {', '.join(_format_tokens(n) for n in ns)}: {how}" for ns, how in timings]
+        lines += [""] + [f"- {', '.join(cells)}: {how}" for cells, how in timings]
     lines += [
         "",
         "Peak GPU memory (GiB, `max_memory_allocated`):",

@@ -148,6 +148,12 @@ def test_merged_runs_timed_differently_say_how_each_length_was_timed():
     assert "(timing per length below)" in text
     assert "- 2M: median of 1, after 0 warm-up" in text
     assert "(timing per length below)" not in e2e.markdown(first)
+    third = fake_document()
+    third["settings"] = dict(third["settings"], runs=1, warmup=1)
+    third["rows"] = [{"tokens": 2_000_000, "method": "dense_fa2", "seconds": 90.0, "runs": [90.0], "peak_gb": 70.0}]
+    text = e2e.markdown(e2e.merge([first, second, third]))
+    assert "- 10K, 1M, 2M (FlashAttention-2 (SDPA flash)): median of 1, after 1 warm-up" in text
+    assert "- 2M (MInference): median of 1, after 0 warm-up" in text
 
 
 def test_cli_merge_writes_the_table(tmp_path, capsys):

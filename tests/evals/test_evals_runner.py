@@ -134,7 +134,8 @@ def test_the_eval_harness_runs_the_methods_the_shipped_thresholds_were_measured_
     assert harness.default_methods() == harness.SHIPPED_RUNS["smollm2-135m-instruct"]["methods"]
     assert harness._shipped_arguments("needle", keep_samples=True) == []
     monkeypatch.setenv("MINFERENCE_EVAL_MODEL", "qwen2.5-coder-0.5b")
-    assert harness.default_methods() == "dense,minference:qwen2.5-coder-0.5b-instruct,minference"
+    assert harness.default_methods() == ("dense,minference:qwen2.5-coder-0.5b-instruct,"
+                                         "minference:qwen2.5-coder-0.5b-instruct-mixed-d0.3,minference")
     assert harness._shipped_arguments("needle", keep_samples=True) == ["--depths", "0,25,50,75,100"]
     assert harness._shipped_arguments("ruler", keep_samples=True) == ["--samples", "3"]
     assert harness._shipped_arguments("ruler", keep_samples=False) == []
@@ -160,10 +161,10 @@ def test_the_shipped_thresholds_accept_the_h200_measurements_they_were_derived_f
     lengths = {length for _, length in measured}
     rows = [row for row in harness.thresholds(suite) if row[:2] in measured or (row[0] == "average" and row[1] in lengths)]
     assert rows, f"no {suite} threshold row covers the H200 measurements"
-    for task, length, min_score, max_drop in rows:
-        harness.check(store, task, length, min_score, max_drop)
+    for task, length, min_score, max_drop, method in rows:
+        harness.check(store, task, length, min_score, max_drop, method)
     # the check is live: a limit one point tighter than the worst measured drop rejects the same results
-    task, length, min_score, _ = rows[0]
+    task, length, min_score, _, _ = rows[0]
     scores = harness.cell_scores(store, task, length)
     sparse = {m: s for m, s in scores.items() if m != "dense"}
     if task == "ppl":
@@ -172,6 +173,13 @@ def test_the_shipped_thresholds_accept_the_h200_measurements_they_were_derived_f
         worst = max(scores["dense"] - s for s in sparse.values())
     with pytest.raises(AssertionError):
         harness.check(store, task, length, min_score, worst - 1.0)
+    # a method's own rows judge that method alone: tighter than its measured increase they fail, other methods' do not
+    for task, length, min_score, max_drop, method in (row for row in rows if row[4] is not None):
+        own = harness.cell_scores(store, task, length)
+        increase = 100.0 * (own[method] / own["dense"] - 1.0)
+        assert increase <= max_drop
+        with pytest.raises(AssertionError, match=method):
+            harness.check(store, task, length, min_score, increase - 0.01, method)
 
 
 def _tiny_loaded():
