@@ -150,14 +150,14 @@ def check(store: ResultStore, task: str, length: int, min_score: float, max_drop
     sparse = {m: s for m, s in scores.items() if m != "dense" and method in (None, m)}
     assert sparse, f"no {method or 'sparse method'} result for {task}@{length}: {json.dumps(scores)}"
     lower_is_better = task == "ppl"
-    for method, score in sparse.items():
+    for label, score in sparse.items():
         if lower_is_better:
             increase = 100.0 * (score / dense - 1.0)
             assert score <= min_score and increase <= max_drop, (
-                f"{method} {task}@{length}: ppl {score:.3f} vs dense {dense:.3f} (+{increase:.2f} %, limit {max_drop} %)"
+                f"{label} {task}@{length}: ppl {score:.3f} vs dense {dense:.3f} (+{increase:.2f} %, limit {max_drop} %)"
             )
         else:
             assert score >= min_score and dense - score <= max_drop, (
-                f"{method} {task}@{length}: {score:.1f} vs dense {dense:.1f} "
+                f"{label} {task}@{length}: {score:.1f} vs dense {dense:.1f} "
                 f"(min {min_score}, max drop {max_drop}); all: {json.dumps(scores)}"
             )
