@@ -12,7 +12,7 @@ from .candidates import TileCosts, candidate_space
 from .capture import StopCapture, capture_layers
 from .choose import best_at_cost, choose_budget, choose_min_recall, objective, summarize, upper_hull
 from .prompts import calibration_ids
-from .runner import SearchSettings, build_config, load_table, score_examples, search
+from .runner import SearchSettings, build_config, choose_config, load_table, score_examples, search
 from .scoring import score_layer
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "candidate_space",
     "capture_layers",
     "choose_budget",
+    "choose_config",
     "choose_min_recall",
     "load_table",
     "objective",

@@ -18,7 +18,7 @@ from .. import config as config_io
 from ..config_show import mix_table
 from .candidates import TileCosts
 from .prompts import check_task
-from .runner import SearchSettings, build_config, calibration_sets, load_table, score_examples
+from .runner import SearchSettings, choose_config, score_examples
 
 
 def load_model(name: str, device: str, dtype: str):
@@ -71,10 +71,9 @@ def run(args: argparse.Namespace) -> int:
     manifest = score_examples(model, tokenizer, settings, work_dir, progress=not args.no_progress)
     examples = range(args.start_example, args.start_example + args.num_examples)
     target_density = 1.0 / args.target_speedup if args.target_speedup else args.target_density
-    config = build_config(
-        manifest, load_table(work_dir, manifest, examples, add=args.add_scores), examples,
-        target_density=target_density, min_recall=args.min_recall, tile_costs=args.tile_costs,
-        model_name=args.model_name or args.model, calibration=calibration_sets(manifest, examples, args.add_scores),
+    config = choose_config(
+        work_dir, manifest, examples, add=args.add_scores, target_density=target_density, min_recall=args.min_recall,
+        tile_costs=args.tile_costs, model_name=args.model_name or args.model,
     )
     config_io.save(config, args.out)
     print(mix_table(config["layers"], config["metadata"]))

@@ -10,9 +10,9 @@ minimum recall, tile costs) reuses the scores.
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass
 import re
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -302,6 +302,26 @@ def build_config(
     return {"layers": layers, "metadata": metadata}
 
 
+def choose_config(
+    work_dir: str | Path,
+    manifest: dict,
+    examples: range,
+    *,
+    add: Sequence[str | Path] = (),
+    target_density: float | None = None,
+    min_recall: float | None = None,
+    tile_costs: TileCosts | None = None,
+    model_name: str = "",
+) -> dict:
+    """The config chosen from ``work_dir``'s scores of ``examples`` and every example of the ``add`` folders
+    (:func:`load_table`), its metadata naming each calibration set (:func:`calibration_sets`); the selection
+    arguments as in :func:`build_config`."""
+    table = load_table(work_dir, manifest, examples, add=add)
+    return build_config(manifest, table, examples, target_density=target_density, min_recall=min_recall,
+                        tile_costs=tile_costs, model_name=model_name,
+                        calibration=calibration_sets(manifest, examples, add))
+
+
 def search(
     model,
     tokenizer,
@@ -340,8 +360,5 @@ def search(
     """
     settings = SearchSettings(task, length, start_example, num_examples, seed, error_rows)
     manifest = score_examples(model, tokenizer, settings, work_dir, progress=progress)
-    examples = _examples(settings)
-    table = load_table(work_dir, manifest, examples, add=add_scores)
-    return build_config(manifest, table, examples, target_density=target_density, min_recall=min_recall,
-                        tile_costs=tile_costs, model_name=model_name,
-                        calibration=calibration_sets(manifest, examples, add_scores))
+    return choose_config(work_dir, manifest, _examples(settings), add=add_scores, target_density=target_density,
+                         min_recall=min_recall, tile_costs=tile_costs, model_name=model_name)

@@ -8,7 +8,7 @@ import pytest
 
 from minference import config as config_io
 from minference._files import read_json
-from minference.search.runner import build_config, calibration_sets, load_table, scored_examples
+from minference.search.runner import choose_config, scored_examples
 
 DATA = Path(__file__).resolve().parents[2] / "docs" / "data" / "qwen2.5-coder-0.5b-h200"
 SHAPES = {"HuggingFaceTB/SmolLM2-135M-Instruct": (30, 9), "qwen2.5-coder-0.5b-instruct": (24, 14)}
@@ -40,7 +40,6 @@ def test_archived_scores_reproduce_the_shipped_qwen_configs(scores, name, main, 
     manifest = read_json(work_dir / "manifest.json")
     found = scored_examples(work_dir)
     examples = range(found[0], found[-1] + 1)
-    rebuilt = build_config(manifest, load_table(work_dir, manifest, examples, add=extra), examples,
-                           target_density=shipped.metadata["selection"]["target_density"], model_name=name,
-                           calibration=calibration_sets(manifest, examples, extra))
+    rebuilt = choose_config(work_dir, manifest, examples, add=extra,
+                            target_density=shipped.metadata["selection"]["target_density"], model_name=name)
     assert config_io.from_list(rebuilt).to_list() == shipped.to_list()
